@@ -1,0 +1,293 @@
+"""The policy model: frozen dataclasses that ARE the schema of `policies.yaml`.
+
+The loader (`load.py`), the JSON Schema (`schema.py`) and the policy reference in `docs/`
+are all derived from these classes by walking their fields, so a key is declared once.
+
+How a field is read by the loader:
+- the type annotation says what the YAML value must be (`Duration`, `Rate`, `Literal`,
+  nested dataclass, `tuple[X, ...]` for lists, `dict[str, X]` for mappings, `X | None`);
+- `field(metadata=...)` built by `setting()` carries the doc line and numeric bounds.
+Durations are stored as float seconds, rates as `Rate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+DURATION = "duration"
+"""Marker inside `Annotated[float, DURATION]`: the YAML value is `250ms`, `2s`, `5m`, `1h`."""
+
+Duration = Annotated[float, DURATION]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`N/DURATION` (`100/min`, `3/5min`): at most `limit` requests in any `window_s` seconds."""
+
+    limit: int
+    window_s: float
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def setting(
+    default: Any = None,
+    doc: str = "",
+    *,
+    factory: Any = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    pattern: str | None = None,
+    required: bool = False,
+) -> Any:
+    """A field with its documentation and bounds, read by the loader, schema and docs."""
+    meta: dict[str, Any] = {"doc": doc, "required": required}
+    for key, value in (
+        ("minimum", minimum),
+        ("maximum", maximum),
+        ("exclusive_minimum", exclusive_minimum),
+        ("pattern", pattern),
+    ):
+        if value is not None:
+            meta[key] = value
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+Outcome = str
+"""A retry/failure trigger: `connect-failure`, `timeout`, `5xx`, or a status code as text."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPolicy:
+    listen: str = setting(
+        "0.0.0.0:8000", "HOST:PORT the sidecar listens on", pattern=r"^\[?[^\]]*\]?:\d{1,5}$"
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        ("127.0.0.1/32",), "CIDRs whose X-Forwarded-For is believed"
+    )
+    max_body_bytes: int = setting(
+        1_048_576, "largest request body accepted (413 past it)", minimum=0
+    )
+    max_in_flight: int = setting(
+        2048, "proxied requests in progress; beyond it, shed at once with 503", minimum=1
+    )
+    workers: int = setting(1, "processes sharing the port (more than 1 needs redis)", minimum=1)
+    drain_timeout: Duration = setting(
+        30.0, "on SIGTERM, how long in-flight requests may take to finish", minimum=0
+    )
+    header_timeout: Duration = setting(
+        10.0, "time a client has to send the request headers", exclusive_minimum=0
+    )
+    keepalive_timeout: Duration = setting(
+        75.0, "idle keep-alive connections are closed after this", exclusive_minimum=0
+    )
+    max_header_bytes: int = setting(
+        65_536, "largest request head (request line + headers); 431 past it", minimum=1024
+    )
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class JwtPolicy:
+    algorithms: tuple[Literal["HS256", "HS384", "HS512", "RS256", "ES256"], ...] = setting(
+        ("HS256",), "accepted signing algorithms; any other (`none` included) is refused"
+    )
+    secret_env: str = setting("JWT_SECRET", "environment variable holding the HS* key")
+    public_key_file: str | None = setting(None, "PEM public key for RS256/ES256")
+    jwks_file: str | None = setting(None, "JWKS file for RS256/ES256, key picked by `kid`")
+    issuer: str | None = setting(None, "required `iss` when set")
+    audience: str | None = setting(None, "required `aud` when set")
+    user_claim: str = setting("sub", "claim holding the user id")
+    role_claim: str = setting("role", "claim holding the role")
+    leeway: Duration = setting(30.0, "clock skew allowed on exp/nbf/iat", minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    jwt: JwtPolicy = setting(factory=JwtPolicy, doc="token verification")
+    invalid_token: Literal["reject", "anonymous"] = setting(
+        "reject", "reject: 401; anonymous: treat a bad token as no token"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerPolicy:
+    failure_threshold: int = setting(5, "consecutive failures that open it", minimum=1)
+    recovery_timeout: Duration = setting(60.0, "time open before half_open", exclusive_minimum=0)
+    success_threshold: int = setting(2, "half_open successes that close it", minimum=1)
+    half_open_max_calls: int = setting(1, "concurrent probes allowed in half_open", minimum=1)
+    failure_on: tuple[Outcome, ...] = setting(
+        ("connect-failure", "timeout", "5xx"),
+        "outcomes that count as failures: connect-failure, timeout, 5xx, 4xx or a status",
+    )
+    failure_rate_threshold: float | None = setting(
+        None, "also open when this share of calls in `window` failed", minimum=0, maximum=1
+    )
+    window: Duration = setting(30.0, "window of the failure-rate trip", exclusive_minimum=0)
+    minimum_calls: int = setting(20, "no rate trip before this many calls in the window", minimum=1)
+    slow_call_duration: Duration | None = setting(
+        None, "a call slower than this counts as a failure", exclusive_minimum=0
+    )
+    mode: Literal["enforce", "shadow"] = setting(
+        "enforce", "shadow: track and report states, never reject"
+    )
+
+
+def _store_breaker() -> CircuitBreakerPolicy:
+    return CircuitBreakerPolicy(failure_threshold=5, recovery_timeout=30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePolicy:
+    backend: Literal["memory", "redis"] = setting("memory", "where rate-limit windows live")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "overridden by REDIS_URL")
+    on_failure: Literal["memory", "allow", "deny"] = setting(
+        "memory", "while Redis is unusable: memory fallback, admit all, or refuse all"
+    )
+    expected_replicas: int = setting(
+        1, "in memory fallback each replica admits limit / this", minimum=1
+    )
+    timeout: Duration = setting(0.05, "longest wait for one Redis decision", exclusive_minimum=0)
+    circuit_breaker: CircuitBreakerPolicy = setting(
+        factory=_store_breaker, doc="the `redis` breaker (defaults: 5 failures, 30s)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetPolicy:
+    ratio: float = setting(0.2, "retries allowed per client request", minimum=0)
+    min_per_second: float = setting(10, "retries always allowed per second", minimum=0)
+    window: Duration = setting(10.0, "window the budget is counted over", exclusive_minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = setting(3, "total attempts, the first included (1: no retry)", minimum=1)
+    base_delay: Duration = setting(0.1, "wait before the first retry", minimum=0)
+    max_delay: Duration = setting(2.0, "longest wait between attempts", minimum=0)
+    jitter: float = setting(0.25, "random factor in [1-jitter, 1+jitter]", minimum=0, maximum=1)
+    retry_on: tuple[Outcome, ...] = setting(
+        ("connect-failure", "timeout", "502", "503", "504"),
+        "outcomes retried: connect-failure, timeout, 5xx or a status",
+    )
+    methods: tuple[str, ...] = setting(
+        ("GET", "HEAD", "OPTIONS", "PUT", "DELETE"),
+        "methods retried on any retry_on outcome (others: only connect-failure or Idempotency-Key)",
+    )
+    budget: RetryBudgetPolicy = setting(factory=RetryBudgetPolicy, doc="retry budget")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPolicy:
+    name: str = setting("", "the key under `upstreams` (filled in by the loader)")
+    url: str = setting(
+        "", "base URL, http://HOST:PORT", required=True, pattern=r"^http://[^/\s]+(/.*)?$"
+    )
+    connect_timeout: Duration = setting(2.0, "TCP connect timeout", exclusive_minimum=0)
+    timeout: Duration = setting(10.0, "per attempt, until the response head", exclusive_minimum=0)
+    max_in_flight: int = setting(512, "concurrent requests; beyond it, 503 overloaded", minimum=1)
+    retry: RetryPolicy = setting(factory=RetryPolicy, doc="retries")
+    circuit_breaker: CircuitBreakerPolicy = setting(
+        factory=CircuitBreakerPolicy, doc="the breaker named after this upstream"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    upstream: str = setting("", "name of an entry of `upstreams`", required=True)
+    path_prefix: str | None = setting(None, "matches paths starting with it", pattern="^/")
+    path: str | None = setting(None, "matches this exact path", pattern="^/")
+    name: str = setting("", "label in metrics and logs (default: the prefix or path)")
+    strip_prefix: bool = setting(False, "remove path_prefix before forwarding")
+    timeout: Duration | None = setting(
+        None, "deadline for all attempts together", exclusive_minimum=0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimitPolicy:
+    limit: Rate = setting(None, "N/DURATION", required=True)
+    path: str | None = setting(None, "exact path", pattern="^/")
+    path_prefix: str | None = setting(None, "path prefix", pattern="^/")
+    name: str = setting("", "rule name (default: the path or prefix)")
+    key: Literal["ip", "user"] = setting(
+        "user", "count per client IP or per user (IP if anonymous)"
+    )
+    methods: tuple[str, ...] = setting((), "only these methods (empty: all)")
+    mode: Literal["enforce", "shadow"] | None = setting(None, "overrides rate_limits.mode")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitsPolicy:
+    mode: Literal["enforce", "shadow"] = setting("enforce", "shadow: count would-be 429s, admit")
+    roles: dict[str, Rate] = setting(
+        factory=dict, doc="ROLE: N/DURATION; `anonymous` for requests without a valid token"
+    )
+    endpoints: tuple[EndpointLimitPolicy, ...] = setting((), "limits on top of the role limit")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketPolicy:
+    heartbeat: Duration = setting(
+        30.0, "heartbeat period; silent two beats: closed", exclusive_minimum=0
+    )
+    auth_timeout: Duration = setting(
+        10.0, "time to authenticate when required", exclusive_minimum=0
+    )
+    require_auth: bool = setting(False, "close with 1008 without a valid token")
+    send_queue: int = setting(1000, "messages queued per connection; overflow: 1013", minimum=1)
+    history: int = setting(1000, "events kept for resume", minimum=0)
+    max_message_bytes: int = setting(65_536, "largest client frame; bigger: 1009", minimum=128)
+    allowed_origins: tuple[str, ...] = setting((), "browser Origins allowed (empty: any)")
+    token_expiry_grace: Duration = setting(25.0, "time after exp to send a new auth", minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkPolicy:
+    upstream: str = setting("", "name of an entry of `upstreams`", required=True)
+    path: str = setting("/", "path POSTed to", pattern="^/")
+    min_severity: Literal["info", "warning", "critical"] = setting(
+        "warning", "lowest severity sent"
+    )
+    queue: int = setting(1000, "alerts waiting for this sink; past it they are dropped", minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsPolicy:
+    ingest_token_env: str = setting(
+        "PROXY_EVENTS_TOKEN", "environment variable holding the service token for ingest"
+    )
+    sinks: tuple[SinkPolicy, ...] = setting((), "where alerts are also POSTed")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPolicy:
+    roles: tuple[str, ...] = setting(("admin",), "roles allowed on the admin endpoints")
+    metrics_path: str = setting("/metrics", "path of the Prometheus endpoint", pattern="^/")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: Literal[1] = setting(1, "policy format version")
+    server: ServerPolicy = setting(factory=ServerPolicy, doc="the listener")
+    auth: AuthPolicy = setting(factory=AuthPolicy, doc="identity")
+    storage: StoragePolicy = setting(factory=StoragePolicy, doc="rate-limit store")
+    upstreams: dict[str, UpstreamPolicy] = setting(factory=dict, doc="NAME: upstream")
+    routes: tuple[RoutePolicy, ...] = setting((), "first match wins")
+    rate_limits: RateLimitsPolicy = setting(factory=RateLimitsPolicy, doc="rate limits")
+    websocket: WebSocketPolicy = setting(factory=WebSocketPolicy, doc="WebSocket hub")
+    alerts: AlertsPolicy = setting(factory=AlertsPolicy, doc="alert ingest and sinks")
+    admin: AdminPolicy = setting(factory=AdminPolicy, doc="admin endpoints")
