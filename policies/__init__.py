@@ -1,0 +1,1 @@
+"""Policy language of the sidecar: model, loader, JSON Schema."""

@@ -1,0 +1,52 @@
+"""Time as a dependency: pure cores take a `Clock` so tests drive time without sleeping."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards (for durations and windows)."""
+        ...
+
+    def wall(self) -> float:
+        """Unix seconds (for values users see: Reset headers, timestamps)."""
+        ...
+
+
+class SystemClock:
+    """The real clocks."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class FakeClock:
+    """A clock tests move by hand; wall time moves with monotonic time."""
+
+    __slots__ = ("_now", "_wall_offset")
+
+    def __init__(self, start: float = 1000.0, wall_start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._wall_offset = wall_start - start
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return self._now + self._wall_offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock never goes backwards")
+        self._now += seconds
+
+
+SYSTEM_CLOCK = SystemClock()

@@ -1,0 +1,134 @@
+"""Errors the sidecar answers itself, one tree, turned into JSON in one place.
+
+    ProxyError (status, code)
+    ├── InvalidToken            401 invalid_token   (WWW-Authenticate: Bearer error="invalid_token")
+    ├── AuthRequired            401 invalid_token   (WWW-Authenticate: Bearer)
+    ├── Forbidden               403 forbidden
+    ├── NotFound                404 not_found / no_route / unknown_breaker
+    ├── BadRequest              400 bad_request / unknown_action / invalid_event
+    ├── BodyTooLarge            413 body_too_large
+    ├── HeadersTooLarge         431 headers_too_large
+    ├── RateLimited             429 rate_limited    (Retry-After, X-RateLimit-*)
+    ├── CircuitOpen             503 circuit_open    (Retry-After)
+    ├── Overloaded              503 overloaded      (Retry-After: 1)
+    ├── UpstreamUnavailable     502 upstream_unavailable
+    └── UpstreamTimeout         504 upstream_timeout
+
+Third-party exceptions (sockets, redis, jwt) are translated into these at the boundary
+that meets them; nothing else decides a status code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+
+class ProxyError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.headers = headers or []
+        self.fields = fields
+
+    def body(self) -> bytes:
+        """The JSON body `{"error": CODE, "message": TEXT, ...extra fields}`."""
+        return orjson.dumps({"error": self.code, "message": self.message, **self.fields})
+
+
+class InvalidToken(ProxyError):
+    status = 401
+    code = "invalid_token"
+
+    def __init__(self, message: str = "the bearer token is invalid", **kw: Any) -> None:
+        kw.setdefault("headers", [("WWW-Authenticate", 'Bearer error="invalid_token"')])
+        super().__init__(message, **kw)
+
+
+class AuthRequired(ProxyError):
+    status = 401
+    code = "invalid_token"
+
+    def __init__(self, message: str = "a bearer token is required", **kw: Any) -> None:
+        kw.setdefault("headers", [("WWW-Authenticate", "Bearer")])
+        super().__init__(message, **kw)
+
+
+class Forbidden(ProxyError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ProxyError):
+    status = 404
+    code = "not_found"
+
+
+class BadRequest(ProxyError):
+    status = 400
+    code = "bad_request"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    code = "body_too_large"
+
+
+class HeadersTooLarge(ProxyError):
+    status = 431
+    code = "headers_too_large"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    code = "rate_limited"
+
+
+def retry_after_value(seconds: float) -> str:
+    """Retry-After is whole seconds; round up so a client never comes back too early."""
+    return str(max(1, math.ceil(seconds)))
+
+
+class CircuitOpen(ProxyError):
+    status = 503
+    code = "circuit_open"
+
+    def __init__(self, breaker: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"circuit breaker '{breaker}' is open",
+            headers=[("Retry-After", retry_after_value(retry_after_s))],
+            breaker=breaker,
+            retry_after_s=round(retry_after_s, 3),
+        )
+
+
+class Overloaded(ProxyError):
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str = "too many requests in flight") -> None:
+        super().__init__(message, headers=[("Retry-After", "1")])
+
+
+class UpstreamUnavailable(ProxyError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    code = "upstream_timeout"
