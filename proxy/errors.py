@@ -6,7 +6,9 @@
     ├── Forbidden               403 forbidden
     ├── NotFound                404 not_found / no_route / unknown_breaker
     ├── BadRequest              400 bad_request / unknown_action / invalid_event
+    ├── RequestTimeout          408 request_timeout (headers too slow)
     ├── BodyTooLarge            413 body_too_large
+    ├── ExpectationFailed       417 expectation_failed
     ├── HeadersTooLarge         431 headers_too_large
     ├── RateLimited             429 rate_limited    (Retry-After, X-RateLimit-*)
     ├── CircuitOpen             503 circuit_open    (Retry-After)
@@ -81,6 +83,16 @@ class NotFound(ProxyError):
 class BadRequest(ProxyError):
     status = 400
     code = "bad_request"
+
+
+class RequestTimeout(ProxyError):
+    status = 408
+    code = "request_timeout"
+
+
+class ExpectationFailed(ProxyError):
+    status = 417
+    code = "expectation_failed"
 
 
 class BodyTooLarge(ProxyError):

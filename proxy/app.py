@@ -1,0 +1,186 @@
+"""Building the sidecar from a policy, and its lifecycle: start, reload, drain, stop.
+
+One `Sidecar` per process. `workers > 1` forks that many processes sharing the port with
+SO_REUSEPORT (the kernel spreads connections); they share limits through Redis, which the
+policy loader insists on for that setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+
+import uvloop
+
+from policies.load import LoadedPolicy
+from proxy import logs
+from proxy.admin import own_endpoints
+from proxy.core.headers import TrustedProxies
+from proxy.core.routing import RouteTable
+from proxy.metrics import Metrics
+from proxy.pipeline.chain import Pipeline
+from proxy.pipeline.runtime import Runtime, State
+from proxy.reload import PolicyWatcher
+from proxy.server.http11 import ClientConnection, ServerLimits, ServerState
+
+log = logging.getLogger("proxy.app")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def server_limits(loaded: LoadedPolicy) -> ServerLimits:
+    server = loaded.policy.server
+    return ServerLimits(
+        max_header_bytes=server.max_header_bytes,
+        max_body_bytes=server.max_body_bytes,
+        header_timeout=server.header_timeout,
+        keepalive_timeout=server.keepalive_timeout,
+    )
+
+
+class Sidecar:
+    def __init__(self, loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> None:
+        self.config_path = config_path
+        self.state = State(metrics=Metrics())
+        self.pipeline = Pipeline(self.build(loaded), access_log)
+        self.server_state = ServerState(self.pipeline.handle, server_limits(loaded))
+        self.watcher = PolicyWatcher(
+            config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
+        )
+        self._server: asyncio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.pipeline.runtime
+
+    def build(self, loaded: LoadedPolicy) -> Runtime:
+        """A runtime for `loaded`, reusing every stateful object whose name survives."""
+        policy = loaded.policy
+        runtime = Runtime(
+            loaded=loaded,
+            loaded_at=_now_iso(),
+            routes=RouteTable(policy),
+            trusted=TrustedProxies(policy.server.trusted_proxies),
+            pools=self.state.sync_pools(policy),
+            guards=self.state.sync_guards(policy),
+            own_endpoints=own_endpoints(policy.admin.metrics_path),
+            state=self.state,
+        )
+        breaker_states = {name: b.state for name, b in self.state.breakers.items()}
+        self.state.metrics.prime(policy, breaker_states)
+        self.state.metrics.set_policy(loaded.sha256)
+        return runtime
+
+    def apply(self, loaded: LoadedPolicy) -> None:
+        old = self.runtime.policy
+        if loaded.policy.server.listen != old.server.listen:
+            log.warning("server.listen changed: it takes effect at the next restart")
+        self.pipeline.runtime = self.build(loaded)
+        self.server_state.limits = server_limits(loaded)
+
+    async def start(self, reuse_port: bool = False) -> None:
+        server = self.runtime.policy.server
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self.server_state),
+            host=server.host or None,
+            port=server.port,
+            reuse_port=reuse_port or None,
+            backlog=4096,
+        )
+        self.server_state.start_sweeping()
+        self.watcher.start()
+        self.state.ready = True
+        log.info(
+            "sidecar listening",
+            extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
+        )
+
+    def reload_now(self) -> None:
+        self.watcher.reload()
+
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting, let requests in flight finish, then close everything."""
+        if self.state.draining:
+            return
+        self.state.draining = True
+        self.server_state.draining = True
+        log.info("draining", extra={"in_flight": self.server_state.in_flight()})
+        if self._server is not None:
+            self._server.close()
+        self.server_state.close_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.runtime.policy.server.drain_timeout
+        while self.server_state.in_flight() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+        self.server_state.stop_sweeping()
+        for conn in list(self.server_state.connections):
+            conn.close()
+        for pool in self.state.pools.values():
+            pool.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(
+    loaded: LoadedPolicy, config_path: str, access_log: bool, reuse_port: bool = False
+) -> None:
+    sidecar = Sidecar(loaded, config_path, access_log)
+    await sidecar.start(reuse_port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(sidecar.drain()))
+    loop.add_signal_handler(signal.SIGHUP, sidecar.reload_now)
+    await sidecar.wait_stopped()
+    log.info("stopped")
+
+
+def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: int) -> int:
+    """Fork `n` workers on one port; relay SIGTERM/SIGINT/SIGHUP; exit when all have."""
+    children: list[int] = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            uvloop.run(serve(loaded, config_path, access_log, reuse_port=True))
+            os._exit(0)
+        children.append(pid)
+
+    def relay(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, relay)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:
+    logs.configure(access_log)
+    workers = loaded.policy.server.workers
+    try:
+        if workers > 1:
+            return _run_workers(loaded, config_path, access_log, workers)
+        uvloop.run(serve(loaded, config_path, access_log))
+    except OSError as error:
+        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0

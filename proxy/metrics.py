@@ -1,0 +1,227 @@
+"""The one importer of prometheus_client: every series of CONTRACT section 7.
+
+Other modules report through these methods (or subscribe them to core events); label values
+are policy names or fixed vocabularies, never a user id, token, IP or raw path. Series whose
+labels the policy determines are created at zero by `prime()`, so they exist from the first
+scrape. Children are cached: `labels()` costs a lock and a dict walk per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from policies.model import Policy
+from proxy.core.events import BreakerTransition
+
+PREFIX = "resilience_proxy_"
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+BREAKER_STATES = ("closed", "open", "half_open", "forced_open", "forced_closed")
+ATTEMPT_OUTCOMES = ("success", "failure", "timeout", "connect_failure")
+BREAKER_OUTCOMES = ("success", "failure", "rejected", "shadow_rejected")
+DECISIONS = ("allowed", "limited", "shadow_limited")
+CHANNELS = ("notifications", "alerts")
+EVENT_TYPES = frozenset({"alert", "inventory_update"})
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+# From half a millisecond (a cached fast path) to 30 s (the longest sensible deadline).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = PREFIX
+        self.requests = Counter(
+            p + "requests_total", "Requests answered", ["route", "method", "code"], registry=r
+        )
+        self.duration = Histogram(
+            p + "request_duration_seconds",
+            "Time from request head to response end",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Counter(
+            p + "upstream_attempts_total", "Attempts sent upstream", ["upstream", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            p + "retries_total", "Retries made", ["upstream", "reason"], registry=r
+        )
+        self.budget_exhausted = Counter(
+            p + "retry_budget_exhausted_total", "Retries refused by the retry budget",
+            ["upstream"], registry=r,
+        )  # fmt: skip
+        self.breaker_state = Gauge(
+            p + "circuit_breaker_state", "1 for the breaker's current state", ["breaker", "state"],
+            registry=r,
+        )  # fmt: skip
+        self.breaker_calls = Counter(
+            p + "circuit_breaker_calls_total", "Calls through a breaker", ["breaker", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.breaker_transitions = Counter(
+            p + "circuit_breaker_transitions_total", "Breaker state changes",
+            ["breaker", "from", "to"], registry=r,
+        )  # fmt: skip
+        self.rate_limit = Counter(
+            p + "rate_limit_decisions_total", "Rate-limit decisions per rule",
+            ["rule", "decision"], registry=r,
+        )  # fmt: skip
+        self.fallback = Gauge(
+            p + "storage_fallback_active", "1 while the store runs on its fallback", ["backend"],
+            registry=r,
+        )  # fmt: skip
+        self.ws_connections = Gauge(
+            p + "websocket_connections", "Open WebSocket connections", ["channel"], registry=r
+        )
+        self.events_published = Counter(
+            p + "events_published_total", "Events accepted for fan-out", ["type"], registry=r
+        )
+        self.events_delivered = Counter(
+            p + "events_delivered_total", "Event messages queued to clients", ["channel"],
+            registry=r,
+        )  # fmt: skip
+        self.slow_consumers = Counter(
+            p + "websocket_slow_consumer_disconnects_total",
+            "Clients closed with 1013 for falling behind", ["channel"], registry=r,
+        )  # fmt: skip
+        self.sink_deliveries = Counter(
+            p + "sink_deliveries_total", "Alert deliveries to sinks", ["sink", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.reloads = Counter(p + "policy_reloads_total", "Policy reloads", ["result"], registry=r)
+        self.policy_info = Gauge(
+            p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
+        )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        for channel in CHANNELS:
+            self.ws_connections.labels(channel)
+            self.events_delivered.labels(channel)
+            self.slow_consumers.labels(channel)
+
+    # -- priming -----------------------------------------------------------------------------
+    def prime(self, policy: Policy, breaker_states: dict[str, str]) -> None:
+        """Create every policy-determined series at zero (first scrape shows them all)."""
+        for name, state in breaker_states.items():
+            self.set_breaker_state(name, state)
+            for outcome in BREAKER_OUTCOMES:
+                self.breaker_calls.labels(name, outcome)
+        for name in policy.upstreams:
+            for outcome in ATTEMPT_OUTCOMES:
+                self.attempts.labels(name, outcome)
+            for reason in ("connect-failure", "timeout", "status"):
+                self.retries.labels(name, reason)
+            self.budget_exhausted.labels(name)
+        rules = [f"role:{role}" for role in policy.rate_limits.roles]
+        rules += [rule.name for rule in policy.rate_limits.endpoints]
+        for rule in rules:
+            for decision in DECISIONS:
+                self.rate_limit.labels(rule, decision)
+        for sink in policy.alerts.sinks:
+            for outcome in ("success", "failure", "dropped"):
+                self.sink_deliveries.labels(sink.upstream, outcome)
+        if policy.storage.backend == "redis":
+            self.fallback.labels("redis")
+
+    def set_policy(self, sha256: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(sha256).set(1)
+
+    # -- requests ----------------------------------------------------------------------------
+    def request_done(self, route: str, method: str, code: int, seconds: float) -> None:
+        key = (route, method, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self.requests.labels(route, method_label(method), str(code))
+            self._request_children[key] = counter
+        counter.inc()
+        dkey = (route, method)
+        hist = self._duration_children.get(dkey)
+        if hist is None:
+            hist = self.duration.labels(route, method_label(method))
+            self._duration_children[dkey] = hist
+        hist.observe(seconds)
+
+    def upstream_attempt(self, upstream: str, outcome: str) -> None:
+        self.attempts.labels(upstream, outcome).inc()
+
+    def retry(self, upstream: str, reason: str) -> None:
+        self.retries.labels(upstream, reason).inc()
+
+    def retry_refused_by_budget(self, upstream: str) -> None:
+        self.budget_exhausted.labels(upstream).inc()
+
+    # -- breakers ----------------------------------------------------------------------------
+    def set_breaker_state(self, breaker: str, state: str) -> None:
+        for candidate in BREAKER_STATES:
+            self.breaker_state.labels(breaker, candidate).set(1 if candidate == state else 0)
+
+    def breaker_transition(self, event: BreakerTransition) -> None:
+        self.breaker_transitions.labels(event.breaker, event.from_state, event.to_state).inc()
+        self.set_breaker_state(event.breaker, event.to_state)
+
+    def breaker_call(self, breaker: str, outcome: str) -> None:
+        self.breaker_calls.labels(breaker, outcome).inc()
+
+    def forget_breaker(self, breaker: str) -> None:
+        for state in BREAKER_STATES:
+            with contextlib.suppress(KeyError):
+                self.breaker_state.remove(breaker, state)
+
+    # -- rate limits and storage -----------------------------------------------------------------
+    def rate_limit_decision(self, rule: str, decision: str) -> None:
+        self.rate_limit.labels(rule, decision).inc()
+
+    def storage_fallback(self, active: bool) -> None:
+        self.fallback.labels("redis").set(1 if active else 0)
+
+    # -- hub (HubObserver) -------------------------------------------------------------------
+    def connection_opened(self, channel: str) -> None:
+        self.ws_connections.labels(channel).inc()
+
+    def connection_closed(self, channel: str) -> None:
+        self.ws_connections.labels(channel).dec()
+
+    def event_published(self, event_type: str) -> None:
+        label = event_type if event_type in EVENT_TYPES else "other"
+        self.events_published.labels(label).inc()
+
+    def events_delivered(self, channel: str, n: int) -> None:
+        self.events_delivered.labels(channel).inc(n)
+
+    def slow_consumer_closed(self, channel: str) -> None:
+        self.slow_consumers.labels(channel).inc()
+
+    def sink_delivery(self, sink: str, outcome: str) -> None:
+        self.sink_deliveries.labels(sink, outcome).inc()
+
+    def sink_dropped(self, sink: str) -> None:
+        self.sink_deliveries.labels(sink, "dropped").inc()
+
+    # -- policy ------------------------------------------------------------------------------
+    def policy_reload(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,188 @@
+"""Forwarding: one attempt against an upstream, and relaying the chosen answer back.
+
+The attempt streams the request body upstream as it arrives (the first attempt) or resends
+the kept copy (a retry). A body that outgrows `max_body_bytes` mid-stream aborts the
+upstream connection, so the upstream never sees a complete request with a partial body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
+from proxy.errors import ProxyError
+from proxy.server.http11 import ClientConnection
+from proxy.server.request import Headers, RequestBody, RequestHead
+from proxy.upstream.connection import (
+    ResponseHead,
+    UpstreamConnection,
+    UpstreamFailure,
+)
+from proxy.upstream.pool import UpstreamPool
+
+_DROP_ON_REQUEST = HOP_BY_HOP | REPLACED_ON_REQUEST | FRAMING | {b"expect"}
+_DROP_ON_RESPONSE = HOP_BY_HOP | FRAMING | {b"x-request-id"}
+
+
+def upstream_head(
+    head: RequestHead,
+    target: bytes,
+    forwarded_for: bytes,
+    forwarded_proto: bytes,
+    identity_headers: Headers,
+) -> bytes:
+    """The request head sent upstream: client headers minus hop-by-hop, plus ours."""
+    named = connection_tokens(head.headers) if head.header(b"connection") is not None else ()
+    parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in head.headers:
+        if name in _DROP_ON_REQUEST or name in named:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"x-forwarded-for: ", forwarded_for, b"\r\n")
+    parts += (b"x-forwarded-proto: ", forwarded_proto, b"\r\n")
+    parts += (b"x-request-id: ", head.request_id, b"\r\n")
+    for name, value in identity_headers:
+        parts += (name, b": ", value, b"\r\n")
+    if head.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif head.content_length is not None:
+        parts.append(b"content-length: %d\r\n" % head.content_length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_headers(resp: ResponseHead) -> Headers:
+    named = connection_tokens(resp.headers) if resp.header(b"connection") is not None else ()
+    return [
+        (name, value)
+        for name, value in resp.headers
+        if name not in _DROP_ON_RESPONSE and name not in named
+    ]
+
+
+def _frame(chunk: bytes, chunked: bool) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+
+
+async def _upload_streaming(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> None:
+    """First attempt: send the body as it arrives; abort the upstream request on error."""
+    try:
+        while (chunk := await body.next_chunk()) is not None:
+            conn.write(_frame(chunk, chunked))
+            await conn.drain()
+    except ProxyError:
+        conn.abort()
+        return
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+def _upload_kept(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> None:
+    """A retry: resend the kept copy of the (complete) body."""
+    for chunk in body.kept:
+        conn.write(_frame(chunk, chunked))
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+class Attempt:
+    """One try against the upstream; holds the connection until relayed or dropped."""
+
+    __slots__ = ("conn", "pool", "response", "uploader")
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.conn: UpstreamConnection | None = None
+        self.response: ResponseHead | None = None
+        self.uploader: asyncio.Task[None] | None = None
+
+    async def send(
+        self,
+        head: RequestHead,
+        head_bytes: bytes,
+        body: RequestBody | None,
+        first: bool,
+        timeout: float,
+    ) -> ResponseHead:
+        """Raises UpstreamFailure (connect, reset, timeout) or the body's own error."""
+        conn = await self.pool.acquire()
+        self.conn = conn
+        conn.begin(head.method == b"HEAD", timeout)
+        if body is not None and body.error is not None:
+            conn.abort()
+            raise body.error
+        conn.write(head_bytes)
+        if body is not None:
+            if first:
+                self.uploader = asyncio.get_running_loop().create_task(
+                    _upload_streaming(conn, body, head.chunked)
+                )
+            else:
+                _upload_kept(conn, body, head.chunked)
+        assert conn.head is not None
+        try:
+            self.response = await conn.head
+        except UpstreamFailure:
+            conn.abort()
+            if body is not None and body.error is not None:
+                raise body.error from None
+            raise
+        return self.response
+
+    def hold(self) -> None:
+        """Keep this answer while a retry is prepared; it may still be the one returned."""
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def drop(self) -> None:
+        """Give up on this attempt's answer (a retry follows): the socket can't be reused."""
+        if self.uploader is not None:
+            self.uploader.cancel()
+        if self.conn is not None:
+            self.conn.abort()
+
+    async def relay(self, client: ClientConnection, head: RequestHead, extra: Headers) -> None:
+        """Stream the answer to the client with flow control both ways."""
+        conn, resp = self.conn, self.response
+        assert conn is not None and resp is not None and conn.done is not None
+        length = resp.content_length if not resp.chunked else None
+        headers = response_headers(resp)
+        headers.extend(extra)
+        has_body = client.send_head(head, resp.status, headers, length)
+        conn.resume_reading()
+        finished = False
+        try:
+            if has_body:
+                paused = False
+
+                def resume() -> None:
+                    nonlocal paused
+                    paused = False
+                    conn.resume_reading()
+
+                def sink(chunk: bytes) -> None:
+                    nonlocal paused
+                    client.send_body(chunk)
+                    if client.write_paused and not paused:
+                        paused = True
+                        conn.pause_reading()
+                        client.on_resume_writing(resume)
+
+                conn.pipe(sink)
+            try:
+                await conn.done
+            except UpstreamFailure:
+                client.abort()
+                return
+            if has_body:
+                client.end_body()
+            finished = True
+        finally:
+            if self.uploader is not None and not self.uploader.done():
+                # The upstream answered before reading the whole body: don't reuse it.
+                self.uploader.cancel()
+                finished = False
+            if finished:
+                self.pool.release(conn, resp.keep_alive)
+            else:
+                conn.abort()

@@ -1,0 +1,132 @@
+"""What one request needs, built once per policy load.
+
+`Runtime` is an immutable-by-convention snapshot: the route table, trusted proxies, and the
+per-name stateful objects (pools, ...) it borrows from the long-lived `State`, which keeps
+them across reloads so warm connections and counters survive a policy edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from policies.load import LoadedPolicy
+from policies.model import CircuitBreakerPolicy, Policy
+from proxy.clock import SYSTEM_CLOCK
+from proxy.core.backoff import RetryPlanner
+from proxy.core.breaker import CircuitBreaker
+from proxy.core.budget import RetryBudget
+from proxy.core.events import BreakerTransition
+from proxy.core.headers import TrustedProxies
+from proxy.core.routing import RouteTable
+from proxy.metrics import Metrics
+from proxy.upstream.pool import UpstreamPool
+
+log = logging.getLogger("proxy.breaker")
+
+if TYPE_CHECKING:
+    from proxy.server.http11 import ClientConnection
+    from proxy.server.request import RequestBody, RequestHead
+
+OwnEndpoint = Callable[
+    ["ClientConnection", "RequestHead", "RequestBody | None", "Runtime"], Awaitable[None]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """An upstream's resilience: its breaker and budget (stateful) and retry planner."""
+
+    breaker: CircuitBreaker
+    budget: RetryBudget
+    planner: RetryPlanner
+
+
+@dataclass
+class State:
+    """Objects that outlive a reload, keyed by policy name."""
+
+    metrics: Metrics
+    pools: dict[str, UpstreamPool] = field(default_factory=dict)
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    ready: bool = False
+    draining: bool = False
+    degraded: set[str] = field(default_factory=set)
+
+    def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
+        for name, upstream in policy.upstreams.items():
+            pool = self.pools.get(name)
+            if pool is not None and pool.policy.url == upstream.url:
+                pool.reconfigure(upstream)
+            else:
+                if pool is not None:
+                    pool.close()
+                self.pools[name] = UpstreamPool(upstream)
+        for name in list(self.pools):
+            if name not in policy.upstreams:
+                self.pools.pop(name).close()
+        return dict(self.pools)
+
+    def on_transition(self, event: BreakerTransition) -> None:
+        self.metrics.breaker_transition(event)
+        level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
+        log.log(
+            level,
+            "circuit breaker %s: %s -> %s",
+            event.breaker,
+            event.from_state,
+            event.to_state,
+            extra={"breaker": event.breaker, "reason": event.reason},
+        )
+
+    def breaker(self, name: str, policy: CircuitBreakerPolicy) -> CircuitBreaker:
+        """The breaker called `name`, created or reconfigured (its state survives reloads)."""
+        existing = self.breakers.get(name)
+        if existing is not None:
+            existing.reconfigure(policy)
+            return existing
+        created = CircuitBreaker(name, policy, SYSTEM_CLOCK, self.on_transition)
+        self.breakers[name] = created
+        self.metrics.set_breaker_state(name, created.state)
+        return created
+
+    def sync_guards(self, policy: Policy) -> dict[str, Guard]:
+        guards = {}
+        for name, upstream in policy.upstreams.items():
+            budget = self.budgets.get(name)
+            if budget is None:
+                budget = self.budgets[name] = RetryBudget(upstream.retry.budget, SYSTEM_CLOCK)
+            else:
+                budget.reconfigure(upstream.retry.budget)
+            guards[name] = Guard(
+                self.breaker(name, upstream.circuit_breaker), budget, RetryPlanner(upstream.retry)
+            )
+        for name in list(self.breakers):
+            if name not in policy.upstreams and name != "redis":
+                del self.breakers[name]
+                self.budgets.pop(name, None)
+                self.metrics.forget_breaker(name)
+        return guards
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    loaded: LoadedPolicy
+    loaded_at: str
+    routes: RouteTable
+    trusted: TrustedProxies
+    pools: dict[str, UpstreamPool]
+    guards: dict[str, Guard]
+    own_endpoints: dict[bytes, OwnEndpoint]
+    state: State
+
+    @property
+    def policy(self) -> Policy:
+        return self.loaded.policy
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.state.metrics

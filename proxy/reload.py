@@ -1,0 +1,110 @@
+"""Watching the policy file and swapping a valid new policy in; a broken one changes nothing.
+
+Why polling `stat()` of the PATH and not inotify on the file: editors save by writing a new
+file and renaming it over the old one, and Kubernetes ConfigMaps swap a `..data` symlink;
+both replace the inode, which an inode watch misses. `stat()` follows the path (and its
+symlinks) every time, so edits, renames over and symlink swaps all show up as a new
+(inode, size, mtime) signature. A file still being written is never loaded: the signature
+must stay the same for two polls in a row (debounce) before it is read, and the bytes are
+then hashed, so a rewrite with identical bytes is not a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+
+from policies.errors import PolicyError
+from policies.load import LoadedPolicy, apply_env_overrides, load_policy_text
+
+log = logging.getLogger("proxy.reload")
+
+POLL_INTERVAL = 0.25
+
+Signature = tuple[int, int, int, int] | None
+
+
+def file_signature(path: str) -> Signature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class PolicyWatcher:
+    def __init__(
+        self,
+        path: str,
+        current_sha256: str,
+        apply: Callable[[LoadedPolicy], None],
+        report: Callable[[bool], None],
+    ) -> None:
+        self.path = path
+        self._sha256 = current_sha256
+        self._apply = apply
+        self._report = report
+        self._seen: Signature = file_signature(path)
+        self._candidate: Signature = self._seen
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                self.poll()
+            except Exception:
+                log.exception("policy watcher failed; it keeps watching")
+
+    def poll(self) -> None:
+        signature = file_signature(self.path)
+        if signature is None or signature == self._seen:
+            self._candidate = signature
+            return
+        if signature != self._candidate:
+            self._candidate = signature  # changed since the last poll: wait until it settles
+            return
+        self._seen = signature
+        self.reload()
+
+    def reload(self) -> bool:
+        """Read, validate and apply the file now (also the SIGHUP path)."""
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except OSError as error:
+            log.error("%s: cannot read policy: %s", self.path, error.strerror)
+            self._report(False)
+            return False
+        try:
+            loaded = load_policy_text(raw, self.path)
+        except PolicyError as error:
+            log.error("policy rejected, the running policy stays:\n%s", error)
+            self._report(False)
+            return False
+        if loaded.sha256 == self._sha256:
+            return True
+        loaded = dataclasses.replace(loaded, policy=apply_env_overrides(loaded.policy, os.environ))
+        try:
+            self._apply(loaded)
+        except Exception:
+            log.exception("policy could not be applied, the running policy stays")
+            self._report(False)
+            return False
+        self._sha256 = loaded.sha256
+        log.info("policy reloaded", extra={"hash": loaded.sha256})
+        self._report(True)
+        return True

@@ -1,0 +1,178 @@
+"""A parsed client request: its head, and its body as a bounded stream.
+
+The body is streamed upstream as it arrives and kept (it is at most `max_body_bytes`) so a
+retry can resend it. Reading pauses the client socket when the consumer falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from proxy.errors import BadRequest, BodyTooLarge, ProxyError
+
+Headers = list[tuple[bytes, bytes]]
+
+HIGH_WATER = 256 * 1024
+
+
+class RequestHead:
+    """What the server parsed before the body: method, target, headers (names lower-cased)."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "peer_ip",
+        "query",
+        "received_at",
+        "request_id",
+        "target",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        http_version: str,
+        keep_alive: bool,
+        peer_ip: str,
+        received_at: float,
+    ) -> None:
+        self.method = method
+        self.target = target
+        q = target.find(b"?")
+        self.path = target if q < 0 else target[:q]
+        self.query = b"" if q < 0 else target[q:]
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.peer_ip = peer_ip
+        self.received_at = received_at
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.websocket = False
+        self.request_id = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (name lower-case)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class RequestBody:
+    """The request body as it arrives: read chunk by chunk, kept whole for a retry."""
+
+    __slots__ = (
+        "_buffered",
+        "_error",
+        "_pause",
+        "_paused",
+        "_queue",
+        "_resume",
+        "_waiter",
+        "done",
+        "kept",
+        "limit",
+        "size",
+    )
+
+    def __init__(self, limit: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        self.limit = limit
+        self._pause = pause
+        self._resume = resume
+        self._paused = False
+        self._queue: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: ProxyError | None = None
+        self.kept: list[bytes] = []
+        self.size = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._error is not None:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.fail(BodyTooLarge(f"request body is larger than {self.limit} bytes"))
+            return
+        self.kept.append(chunk)
+        self._queue.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            self._pause()
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def fail(self, error: ProxyError) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def abort(self) -> None:
+        """The client went away before the body was complete."""
+        self.fail(BadRequest("client closed the connection during the body", code="client_gone"))
+
+    @property
+    def error(self) -> ProxyError | None:
+        return self._error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_chunk(self) -> bytes | None:
+        """The next chunk, or None at the end; raises the body's error (e.g. too large)."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._queue:
+                chunk = self._queue.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered < HIGH_WATER // 2:
+                    self._paused = False
+                    self._resume()
+                return chunk
+            if self.done:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def read_all(self) -> bytes:
+        """The whole body (for the sidecar's own endpoints, which are small)."""
+        while await self.next_chunk() is not None:
+            pass
+        return b"".join(self.kept)
+
+    async def wait_complete(self) -> None:
+        """Wait until the whole body has arrived (needed before a retry resends it)."""
+        while not self.done:
+            if self._error is not None:
+                raise self._error
+            await self.next_chunk()
+        if self._error is not None:
+            raise self._error

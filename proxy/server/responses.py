@@ -1,0 +1,45 @@
+"""Building response heads as bytes: status lines, framing, the JSON error body."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from proxy.errors import ProxyError
+
+Headers = list[tuple[bytes, bytes]]
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
+        _STATUS_LINES[status] = line
+    return line
+
+
+def body_forbidden(status: int, method: bytes) -> bool:
+    """RFC 9112 6.3: these responses never have a body, whatever their headers say."""
+    return method == b"HEAD" or status < 200 or status in (204, 304)
+
+
+def render_head(status: int, headers: Headers) -> bytes:
+    parts = [status_line(status)]
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+JSON = (b"Content-Type", b"application/json")
+
+
+def error_headers(error: ProxyError) -> Headers:
+    headers: Headers = [JSON]
+    headers.extend((k.encode(), v.encode()) for k, v in error.headers)
+    return headers

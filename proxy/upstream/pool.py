@@ -1,0 +1,70 @@
+"""A keep-alive connection pool per upstream, with its `max_in_flight` bound.
+
+Idle connections are reused last-in first-out (the most recently used socket is the least
+likely to have been closed by the upstream's own idle timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
+
+from policies.model import UpstreamPolicy
+from proxy.upstream.connection import ConnectFailure, UpstreamConnection
+
+MAX_IDLE = 256
+
+
+class UpstreamPool:
+    __slots__ = ("_idle", "host", "host_header", "in_flight", "policy", "port")
+
+    def __init__(self, policy: UpstreamPolicy) -> None:
+        self.policy = policy
+        parts = urlsplit(policy.url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.host_header = parts.netloc.encode()
+        self._idle: list[UpstreamConnection] = []
+        self.in_flight = 0
+
+    def reconfigure(self, policy: UpstreamPolicy) -> None:
+        """A reload that keeps the URL keeps the warm connections."""
+        self.policy = policy
+
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.policy.max_in_flight
+
+    async def acquire(self) -> UpstreamConnection:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.transport is not None and not conn.lost and not conn.transport.is_closing():
+                return conn
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self._forget), self.host, self.port
+                ),
+                self.policy.connect_timeout,
+            )
+        except (OSError, TimeoutError) as error:
+            raise ConnectFailure(f"cannot connect to upstream '{self.policy.name}'") from error
+        return conn
+
+    def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        if keep_alive and conn.reusable and len(self._idle) < MAX_IDLE:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
