@@ -1,0 +1,122 @@
+"""SQLite access: the schema, one short-lived connection per unit of work, run in a thread.
+
+A fresh connection per call keeps threads from sharing a connection; WAL lets readers run
+beside the single writer, and `BEGIN IMMEDIATE` takes the write lock up front so two
+concurrent sales can never both read the same stock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 30.0
+
+SCHEMA = """
+CREATE TABLE usuarios (
+    usuario_id    INTEGER PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'vendedor', 'viewer')),
+    creado_en     TEXT NOT NULL
+);
+CREATE TABLE productos (
+    producto_id     INTEGER PRIMARY KEY,
+    nombre          TEXT NOT NULL UNIQUE,
+    descripcion     TEXT NOT NULL DEFAULT '',
+    precio_centavos INTEGER NOT NULL CHECK (precio_centavos >= 0),
+    umbral_min      INTEGER NOT NULL CHECK (umbral_min >= 0),
+    creado_en       TEXT NOT NULL,
+    actualizado_en  TEXT NOT NULL
+);
+CREATE TABLE lotes (
+    lote_id           INTEGER PRIMARY KEY,
+    producto_id       INTEGER NOT NULL REFERENCES productos (producto_id),
+    cantidad_inicial  INTEGER NOT NULL CHECK (cantidad_inicial > 0),
+    cantidad          INTEGER NOT NULL CHECK (cantidad >= 0),
+    fecha_vencimiento TEXT NOT NULL,
+    creado_en         TEXT NOT NULL
+);
+CREATE INDEX lotes_fefo ON lotes (producto_id, fecha_vencimiento, lote_id);
+CREATE TABLE ventas (
+    venta_id                 INTEGER PRIMARY KEY,
+    producto_id              INTEGER NOT NULL REFERENCES productos (producto_id),
+    usuario_id               TEXT NOT NULL,
+    cantidad                 INTEGER NOT NULL CHECK (cantidad > 0),
+    precio_unitario_centavos INTEGER NOT NULL,
+    creado_en                TEXT NOT NULL
+);
+CREATE INDEX ventas_producto ON ventas (producto_id);
+CREATE TABLE venta_lotes (
+    venta_id INTEGER NOT NULL REFERENCES ventas (venta_id),
+    lote_id  INTEGER NOT NULL REFERENCES lotes (lote_id),
+    cantidad INTEGER NOT NULL CHECK (cantidad > 0),
+    PRIMARY KEY (venta_id, lote_id)
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a connection in autocommit mode; transactions are always explicit."""
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Hold the database write lock from the first read to the commit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def create_schema_once(
+    conn: sqlite3.Connection, populate: Callable[[sqlite3.Connection], None]
+) -> bool:
+    """Create the schema and run `populate` in the same transaction, only on a fresh file.
+
+    Returns True when this call created the database. A crash midway leaves an empty file,
+    never a half-seeded one. (`executescript` would commit early, hence one statement at a
+    time.)
+    """
+    conn.execute("PRAGMA journal_mode = WAL")
+    with write_transaction(conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return False
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        populate(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return True
+
+
+class Database:
+    """Runs blocking SQLite work off the event loop, one connection per call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` in a worker thread and close the connection afterwards."""
+        return await asyncio.to_thread(self._run_sync, work)
+
+    def _run_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = connect(self.path)
+        try:
+            return work(conn)
+        finally:
+            conn.close()
