@@ -20,6 +20,14 @@ DURATION = "duration"
 
 Duration = Annotated[float, DURATION]
 
+OUTCOME = "outcome"
+"""Marker inside `Annotated[str, OUTCOME]`: checked and normalised by the loader (502 -> "502")."""
+
+METHOD = "method"
+"""Marker inside `Annotated[str, METHOD]`: an HTTP method, upper-cased by the loader."""
+
+Method = Annotated[str, METHOD]
+
 
 @dataclass(frozen=True, slots=True)
 class Rate:
@@ -59,7 +67,7 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-Outcome = str
+Outcome = Annotated[str, OUTCOME]
 """A retry/failure trigger: `connect-failure`, `timeout`, `5xx`, or a status code as text."""
 
 
@@ -183,7 +191,7 @@ class RetryPolicy:
         ("connect-failure", "timeout", "502", "503", "504"),
         "outcomes retried: connect-failure, timeout, 5xx or a status",
     )
-    methods: tuple[str, ...] = setting(
+    methods: tuple[Method, ...] = setting(
         ("GET", "HEAD", "OPTIONS", "PUT", "DELETE"),
         "methods retried on any retry_on outcome (others: only connect-failure or Idempotency-Key)",
     )
@@ -226,7 +234,7 @@ class EndpointLimitPolicy:
     key: Literal["ip", "user"] = setting(
         "user", "count per client IP or per user (IP if anonymous)"
     )
-    methods: tuple[str, ...] = setting((), "only these methods (empty: all)")
+    methods: tuple[Method, ...] = setting((), "only these methods (empty: all)")
     mode: Literal["enforce", "shadow"] | None = setting(None, "overrides rate_limits.mode")
 
 

@@ -1,0 +1,218 @@
+"""Rules that span several keys, and the values derived from others (names).
+
+Each rule runs only when the values it reads were valid (`Collector.ok`), so an operator
+sees the cause once, not its echoes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import replace
+
+from policies.build import Collector, child, suggest
+from policies.model import (
+    EndpointLimitPolicy,
+    JwtPolicy,
+    Policy,
+    RoutePolicy,
+    ServerPolicy,
+    UpstreamPolicy,
+)
+from policies.yaml_positions import shown
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+ROLE_RULE_PREFIX = "role:"
+"""Role limits are named `role:ROLE`; an endpoint rule may not take such a name."""
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*")
+
+
+def finish(policy: Policy, c: Collector) -> Policy:
+    """The policy with derived names filled in; every cross-key problem added to `c`."""
+    _check_server(policy.server, c)
+    _check_jwt(policy.auth.jwt, c)
+    redis_problem = redis_url_problem(policy.storage.redis_url)
+    if redis_problem and c.ok("storage.redis_url"):
+        c.add(c.at("storage.redis_url"), "storage.redis_url", redis_problem)
+    workers_alone = policy.server.workers > 1 and policy.storage.backend != "redis"
+    if workers_alone and c.ok("server.workers", "storage.backend"):
+        c.add(
+            c.at("server.workers"),
+            "server.workers",
+            "more than 1 worker needs storage.backend: redis (memory windows are per process)",
+        )
+    upstreams = {k: _upstream(k, u, c) for k, u in policy.upstreams.items()}
+    routes = tuple(_route(i, r, upstreams, c) for i, r in enumerate(policy.routes))
+    _unique_names([r.name for r in routes], "routes", "route", c)
+    endpoints = tuple(_endpoint(i, e, c) for i, e in enumerate(policy.rate_limits.endpoints))
+    _unique_names([e.name for e in endpoints], "rate_limits.endpoints", "rule", c)
+    for i, sink in enumerate(policy.alerts.sinks):
+        _known_upstream(sink.upstream, f"alerts.sinks[{i}].upstream", upstreams, c)
+    _env_name(policy.alerts.ingest_token_env, "alerts.ingest_token_env", c)
+    for i, role in enumerate(policy.admin.roles):
+        if not role.strip() and c.ok(f"admin.roles[{i}]"):
+            c.add(c.at(f"admin.roles[{i}]"), f"admin.roles[{i}]", "a role name must not be empty")
+    return replace(
+        policy,
+        upstreams=upstreams,
+        routes=routes,
+        rate_limits=replace(policy.rate_limits, endpoints=endpoints),
+    )
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` cannot reach Redis, if it cannot (shared with the REDIS_URL override)."""
+    if url.startswith(REDIS_SCHEMES):
+        return None
+    return "must be a URL starting with " + ", ".join(REDIS_SCHEMES)
+
+
+def _check_server(server: ServerPolicy, c: Collector) -> None:
+    if c.ok("server.listen"):
+        host, _, port = server.listen.rpartition(":")
+        problem = None
+        if not 1 <= int(port) <= 65535:
+            problem = f"port {port} is out of range (1-65535)"
+        elif not host:
+            problem = "the host is missing (0.0.0.0 listens on every interface)"
+        elif not _valid_host(host):
+            problem = f"{shown(host)} is not an IP address or host name"
+        if problem:
+            c.add(c.at("server.listen"), "server.listen", problem)
+    for i, cidr in enumerate(server.trusted_proxies):
+        path = f"server.trusted_proxies[{i}]"
+        if c.ok(path):
+            problem = _cidr_problem(cidr)
+            if problem:
+                c.add(c.at(path), path, problem)
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        return _is_ip(host[1:-1], version=6)
+    return _is_ip(host, version=4) or bool(_HOSTNAME.fullmatch(host))
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
+def _cidr_problem(cidr: str) -> str | None:
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return f"{shown(cidr)} is not an IP network like 10.0.0.0/8"
+        return f"{shown(cidr)} has host bits set; did you mean '{network}'?"
+    return None
+
+
+def _check_jwt(jwt: JwtPolicy, c: Collector) -> None:
+    where = "auth.jwt.algorithms"
+    if not c.ok(where):
+        return
+    if not jwt.algorithms:
+        c.add(c.at(where), where, "at least one algorithm is needed")
+    asymmetric = [a for a in jwt.algorithms if not a.startswith("HS")]
+    no_key = not (jwt.public_key_file or jwt.jwks_file)
+    if asymmetric and no_key and c.ok("auth.jwt.public_key_file", "auth.jwt.jwks_file"):
+        c.add(
+            c.at(where),
+            where,
+            f"{', '.join(asymmetric)} needs auth.jwt.public_key_file or auth.jwt.jwks_file",
+        )
+    if any(a.startswith("HS") for a in jwt.algorithms):
+        _env_name(jwt.secret_env, "auth.jwt.secret_env", c)
+
+
+def _env_name(name: str, path: str, c: Collector) -> None:
+    if c.ok(path) and not _ENV_NAME.fullmatch(name):
+        c.add(c.at(path), path, f"{shown(name)} is not an environment variable name")
+
+
+def _upstream(key: str, upstream: UpstreamPolicy, c: Collector) -> UpstreamPolicy:
+    path = child("upstreams", key)
+    if upstream.name and upstream.name != key and c.ok(f"{path}.name"):
+        c.add(
+            c.at(f"{path}.name"),
+            f"{path}.name",
+            f"an upstream is named by its key ('{key}'); leave `name` out",
+        )
+    retry = upstream.retry
+    delays_ok = c.ok(f"{path}.retry.max_delay", f"{path}.retry.base_delay")
+    if retry.max_delay < retry.base_delay and delays_ok:
+        c.add(
+            c.at(f"{path}.retry.max_delay"),
+            f"{path}.retry.max_delay",
+            "must be at least retry.base_delay",
+        )
+    return replace(upstream, name=key)
+
+
+def _one_of_path(path: str | None, prefix: str | None, base: str, what: str, c: Collector) -> None:
+    """Exactly one of `path` and `path_prefix` must be set on a route or a rule."""
+    if not c.ok(f"{base}.path", f"{base}.path_prefix"):
+        return
+    if path is None and prefix is None:
+        c.add(c.at(base), base, f"a {what} needs `path` or `path_prefix`")
+    elif path is not None and prefix is not None:
+        c.add(c.at(f"{base}.path"), f"{base}.path", "set only one of `path` and `path_prefix`")
+
+
+def _route(
+    i: int, route: RoutePolicy, upstreams: dict[str, UpstreamPolicy], c: Collector
+) -> RoutePolicy:
+    base = f"routes[{i}]"
+    _one_of_path(route.path, route.path_prefix, base, "route", c)
+    if route.strip_prefix and route.path_prefix is None and route.path is not None:
+        c.add(c.at(f"{base}.strip_prefix"), f"{base}.strip_prefix", "needs `path_prefix`")
+    _known_upstream(route.upstream, f"{base}.upstream", upstreams, c)
+    return replace(route, name=route.name or route.path_prefix or route.path or "")
+
+
+def _known_upstream(
+    name: str, path: str, upstreams: dict[str, UpstreamPolicy], c: Collector
+) -> None:
+    if not name or name in upstreams or not c.ok(path, "upstreams"):
+        return
+    guess = suggest(name, upstreams)
+    if guess:
+        hint = f"did you mean '{guess}'?"
+    else:
+        hint = "upstreams: " + (", ".join(upstreams) or "none defined")
+    c.add(c.at(path), path, f"unknown upstream {shown(name)}; {hint}")
+
+
+def _endpoint(i: int, rule: EndpointLimitPolicy, c: Collector) -> EndpointLimitPolicy:
+    base = f"rate_limits.endpoints[{i}]"
+    _one_of_path(rule.path, rule.path_prefix, base, "rule", c)
+    if rule.name.startswith(ROLE_RULE_PREFIX) and c.ok(f"{base}.name"):
+        c.add(
+            c.at(f"{base}.name"),
+            f"{base}.name",
+            f"names starting with '{ROLE_RULE_PREFIX}' belong to role limits",
+        )
+    return replace(rule, name=rule.name or rule.path or rule.path_prefix or "")
+
+
+def _unique_names(names: list[str], base: str, what: str, c: Collector) -> None:
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        path = f"{base}[{i}]"
+        if not name or not c.ok(f"{path}.name", f"{path}.path", f"{path}.path_prefix"):
+            continue
+        if name in first:
+            c.add(
+                c.at(f"{path}.name"),
+                f"{path}.name",
+                f"duplicate {what} name {shown(name)} (also {base}[{first[name]}])",
+            )
+        else:
+            first[name] = i
