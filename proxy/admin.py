@@ -1,16 +1,28 @@
-"""The sidecar's own endpoints: health, readiness, metrics (admin API added alongside)."""
+"""The sidecar's own endpoints: health, readiness, metrics and the admin API.
+
+Admin endpoints (`/api/v1/resilience/*`, `/api/v1/ws/connections`) need a verified token
+with a role of `admin.roles`: none -> 401 (WWW-Authenticate: Bearer), another role -> 403.
+"""
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import orjson
 
-from proxy.errors import ProxyError
+from policies.dump import dump_policy
+from proxy.errors import BadRequest, Forbidden, NotFound, ProxyError
 from proxy.metrics import CONTENT_TYPE
+from proxy.pipeline.identity import require_admin, require_token
 from proxy.pipeline.runtime import OwnEndpoint, Runtime
 from proxy.server.http11 import ClientConnection
+from proxy.server.own_routes import OwnRoutes
 from proxy.server.request import RequestBody, RequestHead
 
 HEALTHY = orjson.dumps({"status": "ok"})
+BREAKERS = b"/api/v1/resilience/circuit-breakers"
+USAGE = b"/api/v1/resilience/rate-limit/user/"
+BREAKER_ACTIONS = ("force-open", "force-close", "reset")
 
 
 class MethodNotAllowed(ProxyError):
@@ -22,6 +34,10 @@ def _only(head: RequestHead, *methods: bytes) -> None:
     if head.method not in methods:
         allowed = ", ".join(m.decode() for m in methods)
         raise MethodNotAllowed(f"use {allowed}", headers=[("Allow", allowed)])
+
+
+def _json(conn: ClientConnection, head: RequestHead, value: object, status: int = 200) -> None:
+    conn.send_json(head, status, orjson.dumps(value))
 
 
 async def healthz(
@@ -39,10 +55,10 @@ async def readyz(
     state = runtime.state
     degraded = sorted(state.degraded)
     if state.ready and not state.draining:
-        conn.send_json(head, 200, orjson.dumps({"status": "ready", "degraded": degraded}))
+        _json(conn, head, {"status": "ready", "degraded": degraded})
     else:
         status = "draining" if state.draining else "starting"
-        conn.send_json(head, 503, orjson.dumps({"status": status, "degraded": degraded}))
+        _json(conn, head, {"status": status, "degraded": degraded}, 503)
 
 
 async def metrics(
@@ -52,9 +68,83 @@ async def metrics(
     conn.send_response(head, 200, [(b"Content-Type", CONTENT_TYPE)], runtime.metrics.render())
 
 
-def own_endpoints(metrics_path: str) -> dict[bytes, OwnEndpoint]:
-    return {
-        b"/healthz": healthz,
-        b"/readyz": readyz,
-        metrics_path.encode(): metrics,
-    }
+async def all_breakers(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    _only(head, b"GET")
+    require_admin(head, runtime)
+    stats = {name: b.stats() for name, b in sorted(runtime.state.breakers.items())}
+    _json(conn, head, {"circuit_breakers": stats})
+
+
+async def one_breaker(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """`GET .../{name}` for STATS; `POST .../{name}/{action}` to force or reset."""
+    require_admin(head, runtime)
+    rest = unquote(head.path[len(BREAKERS) + 1 :].decode("latin-1"))
+    name, _, action = rest.partition("/")
+    breaker = runtime.state.breakers.get(name)
+    if breaker is None:
+        raise NotFound(f"no circuit breaker named {name!r}", code="unknown_breaker")
+    if not action:
+        _only(head, b"GET")
+        _json(conn, head, breaker.stats())
+        return
+    _only(head, b"POST")
+    if action == "force-open":
+        breaker.force_open()
+    elif action == "force-close":
+        breaker.force_close()
+    elif action == "reset":
+        breaker.reset()
+    else:
+        raise BadRequest(
+            f"unknown action {action!r}; use one of {', '.join(BREAKER_ACTIONS)}",
+            code="unknown_action",
+        )
+    _json(conn, head, breaker.stats())
+
+
+async def policy_document(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    _only(head, b"GET")
+    require_admin(head, runtime)
+    loaded = runtime.loaded
+    _json(
+        conn,
+        head,
+        {
+            "hash": loaded.sha256,
+            "loaded_at": runtime.loaded_at,
+            "source": loaded.source,
+            "policy": dump_policy(loaded.policy),
+        },
+    )
+
+
+async def user_usage(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """Requests admitted in the current window for one user: admins, or that user."""
+    _only(head, b"GET")
+    identity = require_token(head, runtime)
+    user_id = unquote(head.path[len(USAGE) :].decode("latin-1"))
+    if identity.user_id != user_id and identity.role not in runtime.policy.admin.roles:
+        raise Forbidden("a user may only read their own usage")
+    usage = await runtime.limiter.usage(user_id)
+    _json(conn, head, {"user_id": user_id, **usage})
+
+
+def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
+    return OwnRoutes(
+        {
+            b"/healthz": healthz,
+            b"/readyz": readyz,
+            runtime_metrics_path.encode(): metrics,
+            BREAKERS: all_breakers,
+            b"/api/v1/resilience/policy": policy_document,
+        },
+        [(BREAKERS + b"/", one_breaker), (USAGE, user_usage)],
+    )

@@ -20,10 +20,14 @@ import uvloop
 from policies.load import LoadedPolicy
 from proxy import logs
 from proxy.admin import own_endpoints
+from proxy.clock import SYSTEM_CLOCK
 from proxy.core.headers import TrustedProxies
+from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
+from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
+from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.reload import PolicyWatcher
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState
@@ -64,6 +68,9 @@ class Sidecar:
     def build(self, loaded: LoadedPolicy) -> Runtime:
         """A runtime for `loaded`, reusing every stateful object whose name survives."""
         policy = loaded.policy
+        keys = load_key_material(policy.auth.jwt, os.environ)
+        for note in keys.warnings:
+            log.warning("auth.jwt: %s", note)
         runtime = Runtime(
             loaded=loaded,
             loaded_at=_now_iso(),
@@ -71,6 +78,10 @@ class Sidecar:
             trusted=TrustedProxies(policy.server.trusted_proxies),
             pools=self.state.sync_pools(policy),
             guards=self.state.sync_guards(policy),
+            verifier=TokenVerifier(policy.auth.jwt, keys, SYSTEM_CLOCK),
+            limiter=RateLimiter(
+                policy.rate_limits, self.state.sync_store(policy), self.state.metrics
+            ),
             own_endpoints=own_endpoints(policy.admin.metrics_path),
             state=self.state,
         )
@@ -130,6 +141,9 @@ class Sidecar:
             conn.close()
         for pool in self.state.pools.values():
             pool.close()
+        for store in [self.state.store, *self.state.retired_stores]:
+            if store is not None:
+                await store.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -176,6 +190,11 @@ def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: in
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:
     logs.configure(access_log)
     workers = loaded.policy.server.workers
+    try:
+        load_key_material(loaded.policy.auth.jwt, os.environ)
+    except KeyMaterialError as error:
+        print(f"{config_path}: {error}", file=sys.stderr)
+        return 1
     try:
         if workers > 1:
             return _run_workers(loaded, config_path, access_log, workers)

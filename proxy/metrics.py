@@ -112,6 +112,8 @@ class Metrics:
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._attempt_children: dict[tuple[str, str], Counter] = {}
+        self._breaker_children: dict[tuple[str, str], Counter] = {}
         self._duration_children: dict[tuple[str, str], Histogram] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -164,7 +166,11 @@ class Metrics:
         hist.observe(seconds)
 
     def upstream_attempt(self, upstream: str, outcome: str) -> None:
-        self.attempts.labels(upstream, outcome).inc()
+        key = (upstream, outcome)
+        child = self._attempt_children.get(key)
+        if child is None:
+            child = self._attempt_children[key] = self.attempts.labels(upstream, outcome)
+        child.inc()
 
     def retry(self, upstream: str, reason: str) -> None:
         self.retries.labels(upstream, reason).inc()
@@ -182,7 +188,11 @@ class Metrics:
         self.set_breaker_state(event.breaker, event.to_state)
 
     def breaker_call(self, breaker: str, outcome: str) -> None:
-        self.breaker_calls.labels(breaker, outcome).inc()
+        key = (breaker, outcome)
+        child = self._breaker_children.get(key)
+        if child is None:
+            child = self._breaker_children[key] = self.breaker_calls.labels(breaker, outcome)
+        child.inc()
 
     def forget_breaker(self, breaker: str) -> None:
         for state in BREAKER_STATES:

@@ -18,6 +18,7 @@ import logging
 import time
 
 from proxy.errors import NotFound, Overloaded, ProxyError
+from proxy.pipeline.identity import identify, identity_headers
 from proxy.pipeline.resilience import forward_with_resilience
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
@@ -42,7 +43,7 @@ class Pipeline:
         runtime = self.runtime
         route_name = UNMATCHED_ROUTE
         try:
-            own = runtime.own_endpoints.get(head.path)
+            own = runtime.own_endpoints.match(head.path)
             if own is not None:
                 route_name = SIDECAR_ROUTE
                 await own(conn, head, body, runtime)
@@ -53,14 +54,26 @@ class Pipeline:
                 route_name = route.name
                 if self.in_flight >= runtime.policy.server.max_in_flight:
                     raise Overloaded("the sidecar has too many requests in flight")
-                forwarded_for, _client_ip = runtime.trusted.forwarded_for(
+                forwarded_for, client_ip = runtime.trusted.forwarded_for(
                     head.peer_ip, head.header(b"x-forwarded-for")
                 )
                 self.in_flight += 1
                 try:
-                    await forward_with_resilience(
-                        conn, head, body, route, runtime, [], [], forwarded_for
+                    identity = identify(head, runtime)
+                    limits = await runtime.limiter.check(
+                        identity, client_ip, head.path, head.method
                     )
+                    await forward_with_resilience(
+                        conn,
+                        head,
+                        body,
+                        route,
+                        runtime,
+                        limits,
+                        identity_headers(identity),
+                        forwarded_for,
+                    )
+                    runtime.limiter.record_forwarded(identity, head.path)
                 finally:
                     self.in_flight -= 1
         except ProxyError as error:

@@ -144,7 +144,7 @@ class Attempt:
     async def relay(self, client: ClientConnection, head: RequestHead, extra: Headers) -> None:
         """Stream the answer to the client with flow control both ways."""
         conn, resp = self.conn, self.response
-        assert conn is not None and resp is not None and conn.done is not None
+        assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
         headers = response_headers(resp)
         headers.extend(extra)
@@ -170,7 +170,7 @@ class Attempt:
 
                 conn.pipe(sink)
             try:
-                await conn.done
+                await conn.wait_done()
             except UpstreamFailure:
                 client.abort()
                 return

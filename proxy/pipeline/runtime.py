@@ -20,8 +20,15 @@ from proxy.core.breaker import CircuitBreaker
 from proxy.core.budget import RetryBudget
 from proxy.core.events import BreakerTransition
 from proxy.core.headers import TrustedProxies
+from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.metrics import Metrics
+from proxy.pipeline.ratelimit import RateLimiter
+from proxy.server.own_routes import OwnRoutes
+from proxy.storage.base import LimitStore
+from proxy.storage.fallback import FallbackStore
+from proxy.storage.memory import MemoryStore
+from proxy.storage.redis import RedisStore
 from proxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("proxy.breaker")
@@ -52,6 +59,44 @@ class State:
     pools: dict[str, UpstreamPool] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    store: LimitStore | None = None
+    store_key: tuple[str, str] | None = None
+    retired_stores: list[LimitStore] = field(default_factory=list)
+
+    def sync_store(self, policy: Policy) -> LimitStore:
+        """The rate-limit store; rebuilt only when the backend or its URL changes."""
+        storage = policy.storage
+        key = (storage.backend, storage.redis_url if storage.backend == "redis" else "")
+        if self.store is not None and key == self.store_key:
+            if storage.backend == "redis":
+                self.breaker("redis", storage.circuit_breaker)
+            return self.store
+        if self.store is not None:
+            self.retired_stores.append(self.store)
+        if storage.backend == "redis":
+            self.store = FallbackStore(
+                RedisStore.from_policy(storage),
+                self.breaker("redis", storage.circuit_breaker),
+                storage,
+                on_fallback_change=self._on_fallback,
+            )
+            self.metrics.storage_fallback(False)
+        else:
+            self.store = MemoryStore(SYSTEM_CLOCK)
+            self.breakers.pop("redis", None)
+            self.degraded.discard("redis")
+        self.store_key = key
+        return self.store
+
+    def _on_fallback(self, active: bool) -> None:
+        self.metrics.storage_fallback(active)
+        if active:
+            self.degraded.add("redis")
+            log.warning("rate-limit store unavailable: on_failure policy in effect")
+        else:
+            self.degraded.discard("redis")
+            log.info("rate-limit store is back: decisions go to redis again")
+
     ready: bool = False
     draining: bool = False
     degraded: set[str] = field(default_factory=set)
@@ -120,7 +165,9 @@ class Runtime:
     trusted: TrustedProxies
     pools: dict[str, UpstreamPool]
     guards: dict[str, Guard]
-    own_endpoints: dict[bytes, OwnEndpoint]
+    verifier: TokenVerifier
+    limiter: RateLimiter
+    own_endpoints: OwnRoutes[OwnEndpoint]
     state: State
 
     @property

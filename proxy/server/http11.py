@@ -96,6 +96,7 @@ class ClientConnection(asyncio.Protocol):
         "_head_size",
         "_head_started",
         "_headers",
+        "_held",
         "_last_activity",
         "_parser",
         "_pending",
@@ -133,6 +134,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_waiters: list[asyncio.Future[None]] = []
         self._response_started = False
         self._closing_after = False
+        self._held: bytes | None = None
         self.busy = False
         self.chunked_out = False
         self.status = 0
@@ -414,25 +416,37 @@ class ClientConnection(asyncio.Protocol):
             out.append((b"Connection", b"close"))
         elif head.http_version == "1.0":
             out.append((b"Connection", b"keep-alive"))
-        if self.transport is not None:
-            self.transport.write(render_head(status, out))
+        rendered = render_head(status, out)
+        if no_body:
+            if self.transport is not None:
+                self.transport.write(rendered)
+        else:
+            # Held back so the head and the first piece of body leave in one write.
+            self._held = rendered
         return not no_body
 
     def send_body(self, chunk: bytes) -> None:
         if not chunk or self.transport is None:
             return
         if self.chunked_out:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        else:
-            self.transport.write(chunk)
+            chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        if self._held is not None:
+            chunk = self._held + chunk
+            self._held = None
+        self.transport.write(chunk)
 
     def end_body(self) -> None:
-        if self.chunked_out and self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self.chunked_out else b""
+        if self._held is not None:
+            tail = self._held + tail
+            self._held = None
+        if tail and self.transport is not None:
+            self.transport.write(tail)
 
     def send_response(self, head: RequestHead, status: int, headers: Headers, body: bytes) -> None:
         if self.send_head(head, status, headers, len(body)):
             self.send_body(body)
+            self.end_body()
 
     def send_json(
         self, head: RequestHead, status: int, body: bytes, extra: Headers | None = None

@@ -84,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_write_waiter",
         "complete",
         "done",
+        "failure",
         "head",
         "lost",
         "received_any",
@@ -103,6 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reset_parser = False
         self._timer: asyncio.TimerHandle | None = None
         self._write_waiter: asyncio.Future[None] | None = None
+        self.failure: UpstreamFailure | None = None
         self.complete = False
         self.lost = False
         self.received_any = False
@@ -116,14 +118,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if self.head is not None and not self.head.done():
             self.head.set_exception(ResetBeforeResponse("upstream closed the connection"))
-        elif self.done is not None and not self.done.done():
+        elif not self.complete:
             try:
                 # A close-delimited body ends with the connection.
                 self._parser.feed_data(b"")
             except httptools.HttpParserError:
                 pass
-            if not self.done.done():
-                self.done.set_exception(BrokenResponse("upstream closed during the body"))
+            if not self.complete:
+                self._fail_body(BrokenResponse("upstream closed during the body"))
         if self._write_waiter is not None and not self._write_waiter.done():
             self._write_waiter.set_result(None)
         self._on_lost(self)
@@ -136,8 +138,8 @@ class UpstreamConnection(asyncio.Protocol):
             failure = BrokenResponse(f"bad response from upstream: {error}")
             if self.head is not None and not self.head.done():
                 self.head.set_exception(failure)
-            elif self.done is not None and not self.done.done():
-                self.done.set_exception(failure)
+            elif not self.complete:
+                self._fail_body(failure)
             self.abort()
             return
         if self._reset_parser:
@@ -200,12 +202,27 @@ class UpstreamConnection(asyncio.Protocol):
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
+    def _fail_body(self, failure: UpstreamFailure) -> None:
+        self.failure = failure
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(failure)
+
+    async def wait_done(self) -> None:
+        """Until the response body has been fully received (no wait if it already has)."""
+        if self.complete:
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.done = asyncio.get_running_loop().create_future()
+        await self.done
+
     # -- exchange API ------------------------------------------------------------------------
     def begin(self, no_body: bool, timeout: float) -> None:
         """Start an exchange; `timeout` bounds the wait for the response head."""
         loop = asyncio.get_running_loop()
         self.head = loop.create_future()
-        self.done = loop.create_future()
+        self.done = None
+        self.failure = None
         self._sink = None
         self._buffered = []
         self._no_body = no_body

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.policy_files import test_policy, write_policy
+from tests.support.policy_files import make_policy, write_policy
 from tests.support.processes import Process, free_port, start_sidecar
 
 
@@ -40,7 +40,7 @@ def sidecar_factory(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     ) -> Sidecar:
         port = free_port()
         config = write_policy(
-            tmp_path / f"policy-{port}.yaml", test_policy(port, upstream_url, **overrides)
+            tmp_path / f"policy-{port}.yaml", make_policy(port, upstream_url, **overrides)
         )
         proc = start_sidecar(config, port, *args, **(env or {}))
         started.append(proc)

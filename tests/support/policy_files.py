@@ -25,7 +25,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_policy(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any]:
+def make_policy(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any]:
     """The shipped policy on `port`, every upstream at `upstream_url`, generous limits."""
     doc = shipped()
     doc["server"]["listen"] = f"127.0.0.1:{port}"

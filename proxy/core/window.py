@@ -1,0 +1,178 @@
+"""Exact sliding-window (sliding log) arithmetic, shared by every rate-limit store.
+
+A key is admitted at time `now` when fewer than `limit` of its admitted timestamps lie in
+`(now - window, now]`. That is the only rule that guarantees the contract's promise: in ANY
+interval of the window's length, no key is admitted more than `limit` times (fixed or
+approximated windows let up to twice the limit through around a boundary).
+
+A request is checked against several rules at once (role limit by user, endpoint limit by
+IP ...). It is recorded in every rule only when every enforcing rule admits it, so a refused
+request uses no quota anywhere. Shadow rules are evaluated but never block; an admitted
+request is recorded in them too (as Envoy's shadow mode counts a normal hit), so their
+counts reflect real traffic. A log keeps at most `limit` timestamps, the newest: that is
+enough to answer "are `limit` in the window?" exactly, even for a shadow rule that real
+traffic overruns, and bounds memory per key.
+
+`conclude` turns per-rule counts into a `Decision`; the memory store feeds it from
+`SlidingLog`s, the Redis store from what its Lua script returns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One rule applied to one request: at most `limit` per `window_s` for `key`."""
+
+    rule: str
+    key: str
+    limit: int
+    window_s: float
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """What one rule says about one request, after the decision was recorded."""
+
+    rule: str
+    allowed: bool
+    """This rule alone would admit the request (False on a shadow rule: `shadow_limited`)."""
+    shadow: bool
+    limit: int
+    window_s: float
+    remaining: int
+    """Requests this key may still make now: `limit` minus those admitted in the window."""
+    reset_after_s: float
+    """Seconds until the oldest admitted request leaves the window (0: nothing to free)."""
+
+    @property
+    def outcome(self) -> str:
+        """The `decision` label of `rate_limit_decisions_total`."""
+        if self.allowed:
+            return "allowed"
+        return "shadow_limited" if self.shadow else "limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    results: tuple[RuleResult, ...]
+    blocking_rule: str | None
+    """The enforcing rule that refused with the longest wait (None when admitted)."""
+    retry_after_s: float
+    """Seconds until every refusing rule has a free slot again (0 when admitted)."""
+
+
+ADMIT_ALL = Decision(True, (), None, 0.0)
+"""The decision for a request no rule applies to."""
+
+
+class SlidingLog:
+    """Admitted timestamps of one key for one rule, oldest first, at most `limit` kept."""
+
+    __slots__ = ("limit", "times", "window_s")
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.times: deque[float] = deque(maxlen=limit)
+
+    def check(self, now: float) -> tuple[int, float | None]:
+        """Drop what left the window; return (admitted in the window, oldest of them)."""
+        times = self.times
+        horizon = now - self.window_s
+        while times and times[0] <= horizon:
+            times.popleft()
+        return len(times), (times[0] if times else None)
+
+    def admit(self, now: float) -> None:
+        """Record an admission; past `limit` (a shadow rule overrun) the oldest falls off."""
+        self.times.append(now)
+
+    def idle(self, now: float) -> bool:
+        """Nothing left in the window: the log can be dropped without changing any answer."""
+        times = self.times
+        return not times or times[-1] <= now - self.window_s
+
+    def reconfigure(self, limit: int, window_s: float) -> None:
+        """A reloaded policy changed the rule: keep the newest timestamps that still fit."""
+        if limit != self.limit:
+            self.times = deque(self.times, maxlen=limit)
+            self.limit = limit
+        self.window_s = window_s
+
+
+def decide(entries: Sequence[tuple[LimitCheck, SlidingLog]], now: float) -> Decision:
+    """Check every rule, then record in all of them only if every enforcing rule admits."""
+    counts: list[int] = []
+    oldest: list[float | None] = []
+    admitted = True
+    for check, log in entries:
+        count, first = log.check(now)
+        counts.append(count)
+        oldest.append(first)
+        if count >= check.limit and not check.shadow:
+            admitted = False
+    if admitted:
+        for i, (_, log) in enumerate(entries):
+            log.admit(now)
+            oldest[i] = log.times[0]
+    return conclude([check for check, _ in entries], counts, oldest, admitted, now)
+
+
+def conclude(
+    checks: Sequence[LimitCheck],
+    counts: Sequence[int],
+    oldest: Sequence[float | None],
+    admitted: bool,
+    now: float,
+) -> Decision:
+    """Per-rule results from the counts BEFORE the decision and the oldest timestamp AFTER it.
+
+    `now` and `oldest` share one time base (the store's clock or Redis `TIME`); only their
+    difference is used.
+    """
+    results = []
+    blocking: str | None = None
+    retry_after = 0.0
+    for check, count, first in zip(checks, counts, oldest, strict=True):
+        limit = check.limit
+        fits = count < limit
+        after = min(count + 1, limit) if admitted else count
+        reset = first + check.window_s - now if first is not None else 0.0
+        if reset < 0.0:
+            reset = 0.0
+        results.append(
+            RuleResult(
+                check.rule,
+                fits,
+                check.shadow,
+                limit,
+                check.window_s,
+                limit - after if after < limit else 0,
+                reset,
+            )
+        )
+        if (
+            not admitted
+            and not fits
+            and not check.shadow
+            and (blocking is None or reset > retry_after)
+        ):
+            blocking = check.rule
+            retry_after = reset
+    return Decision(admitted, tuple(results), blocking, retry_after)
+
+
+def most_restrictive(results: Sequence[RuleResult]) -> RuleResult | None:
+    """The rule whose headers a response carries: fewest remaining, ties to the lower limit."""
+    best: RuleResult | None = None
+    for result in results:
+        if best is None or (result.remaining, result.limit) < (best.remaining, best.limit):
+            best = result
+    return best

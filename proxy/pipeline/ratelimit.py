@@ -1,0 +1,140 @@
+"""Rate limiting of one request: which rules apply, one store decision, the headers.
+
+Rules are compiled once per policy load. A request is checked against its role rule
+(keyed by user id, or client IP when anonymous) and every endpoint rule that matches its
+path (keyed as the rule says), all in ONE store decision: recorded in all or in none.
+A role not listed under `rate_limits.roles` has no role limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from policies.model import EndpointLimitPolicy, RateLimitsPolicy
+from proxy.core.identity import Identity
+from proxy.core.window import Decision, LimitCheck, RuleResult, most_restrictive
+from proxy.errors import RateLimited
+from proxy.storage.base import LimitStore
+
+if TYPE_CHECKING:
+    from proxy.metrics import Metrics
+    from proxy.server.request import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRule:
+    name: str
+    exact: bytes | None
+    prefix: bytes | None
+    methods: frozenset[bytes]
+    limit: int
+    window_s: float
+    by_ip: bool
+    shadow: bool
+
+    def applies(self, path: bytes, method: bytes) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        if self.exact is not None:
+            return path == self.exact
+        return self.prefix is not None and path.startswith(self.prefix)
+
+
+def _endpoint_rule(spec: EndpointLimitPolicy, global_shadow: bool) -> EndpointRule:
+    return EndpointRule(
+        name=spec.name,
+        exact=spec.path.encode() if spec.path is not None else None,
+        prefix=spec.path_prefix.encode() if spec.path_prefix is not None else None,
+        methods=frozenset(m.encode() for m in spec.methods),
+        limit=spec.limit.limit,
+        window_s=spec.limit.window_s,
+        by_ip=spec.key == "ip",
+        shadow=global_shadow or spec.mode == "shadow",
+    )
+
+
+class RateLimiter:
+    __slots__ = ("_endpoints", "_roles", "metrics", "store")
+
+    def __init__(self, policy: RateLimitsPolicy, store: LimitStore, metrics: Metrics) -> None:
+        shadow = policy.mode == "shadow"
+        self._roles = {
+            role: (f"role:{role}", rate.limit, rate.window_s, shadow)
+            for role, rate in policy.roles.items()
+        }
+        self._endpoints = tuple(_endpoint_rule(spec, shadow) for spec in policy.endpoints)
+        self.store = store
+        self.metrics = metrics
+
+    def checks(
+        self, identity: Identity, client_ip: str, path: bytes, method: bytes
+    ) -> list[LimitCheck]:
+        subject = identity.user_id if identity.authenticated else client_ip
+        checks = []
+        role = self._roles.get(identity.role)
+        if role is not None:
+            checks.append(LimitCheck(role[0], subject, role[1], role[2], role[3]))
+        for rule in self._endpoints:
+            if rule.applies(path, method):
+                key = client_ip if rule.by_ip else subject
+                checks.append(LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow))
+        return checks
+
+    async def check(
+        self, identity: Identity, client_ip: str, path: bytes, method: bytes
+    ) -> Headers:
+        """The X-RateLimit-* headers to send, or RateLimited (429) carrying them."""
+        checks = self.checks(identity, client_ip, path, method)
+        if not checks:
+            return []
+        decision = await self.store.decide(checks)
+        metrics = self.metrics
+        for result in decision.results:
+            metrics.rate_limit_decision(result.rule, result.outcome)
+        headers = limit_headers(decision)
+        if not decision.allowed:
+            rule = decision.blocking_rule or ""
+            wait = decision.retry_after_s
+            raise RateLimited(
+                f"rate limit '{rule}' exceeded",
+                headers=[(k.decode(), v.decode()) for k, v in headers]
+                + [("Retry-After", str(max(1, math.ceil(wait))))],
+                rule=rule,
+                retry_after_s=round(wait, 3),
+            )
+        return headers
+
+    def role_window(self, identity: Identity) -> float | None:
+        role = self._roles.get(identity.role)
+        return None if role is None else role[2]
+
+    def record_forwarded(self, identity: Identity, path: bytes) -> None:
+        """Count a forwarded request of a verified user for the usage endpoint."""
+        window = self.role_window(identity)
+        if identity.authenticated and window is not None:
+            self.store.record_usage(identity.user_id, path.decode("latin-1"), window)
+
+    async def usage(self, user_id: str) -> dict[str, object]:
+        usage = await self.store.usage(user_id)
+        return {"endpoints": dict(usage.endpoints), "total_requests": usage.total_requests}
+
+
+def limit_headers(decision: Decision) -> Headers:
+    """X-RateLimit-* and the IETF draft-11 pair, for the most restrictive rule."""
+    chosen: RuleResult | None = most_restrictive(decision.results)
+    if chosen is None:
+        return []
+    reset_in = max(0, math.ceil(chosen.reset_after_s))
+    window = max(1, round(chosen.window_s))
+    name = chosen.rule.replace('"', "")
+    return [
+        (b"X-RateLimit-Limit", b"%d" % chosen.limit),
+        (b"X-RateLimit-Remaining", b"%d" % max(0, chosen.remaining)),
+        (b"X-RateLimit-Reset", b"%d" % math.ceil(time.time() + chosen.reset_after_s)),
+        (b"X-RateLimit-Window", b"%d" % window),
+        (b"RateLimit-Policy", b'"%s";q=%d;w=%d' % (name.encode(), chosen.limit, window)),
+        (b"RateLimit", b'"%s";r=%d;t=%d' % (name.encode(), max(0, chosen.remaining), reset_in)),
+    ]

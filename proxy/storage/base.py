@@ -1,0 +1,86 @@
+"""What every rate-limit store offers, and the values that cross that boundary.
+
+The pipeline sees one `LimitStore`: a `MemoryStore`, or a `FallbackStore` around a
+`RedisStore`. Stores raise `StoreUnavailable` and nothing else when their backend fails;
+`FallbackStore` turns that into its `on_failure` behaviour, so the pipeline never sees it.
+
+Per-user usage (`GET /api/v1/resilience/rate-limit/user/{id}`) lives in the same store
+because it must be shared by the same replicas: counts per request path, over the user's
+role window, kept in `USAGE_BUCKETS` slices of it (the answer covers between
+(USAGE_BUCKETS-1)/USAGE_BUCKETS of the window and all of it, never more: an exact log per
+request would cost a write per request per path for an admin read that is rare).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.core.window import Decision, LimitCheck, RuleResult
+
+__all__ = [
+    "MAX_USAGE_PATHS",
+    "OTHER_PATHS",
+    "USAGE_BUCKETS",
+    "Decision",
+    "LimitCheck",
+    "LimitStore",
+    "RuleResult",
+    "StoreUnavailable",
+    "Usage",
+]
+
+USAGE_BUCKETS = 20
+"""Slices of a user's window that usage is counted in."""
+
+MAX_USAGE_PATHS = 50
+"""Distinct paths reported per user; the rest are summed under `OTHER_PATHS`."""
+
+OTHER_PATHS = "other"
+
+
+class StoreUnavailable(Exception):
+    """The backend did not answer in time or failed; the message never holds a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Requests a user made in the current window, per path without the query."""
+
+    endpoints: Mapping[str, int]
+    total_requests: int
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int]) -> Usage:
+        """Keep the `MAX_USAGE_PATHS` busiest paths; fold the rest into `other`."""
+        if len(counts) <= MAX_USAGE_PATHS:
+            endpoints = dict(counts)
+        else:
+            named = [(n, p) for p, n in counts.items() if p != OTHER_PATHS]
+            named.sort(key=lambda item: (-item[0], item[1]))
+            endpoints = {p: n for n, p in named[:MAX_USAGE_PATHS]}
+            rest = sum(n for n, _ in named[MAX_USAGE_PATHS:]) + counts.get(OTHER_PATHS, 0)
+            if rest:
+                endpoints[OTHER_PATHS] = rest
+        return cls(endpoints, sum(endpoints.values()))
+
+
+class LimitStore(Protocol):
+    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
+        """Check one request against every rule; record it in all of them only if all admit."""
+        ...
+
+    def record_usage(self, user_id: str, path: str, window_s: float) -> None:
+        """Count a forwarded request; never waits, never raises (best effort)."""
+        ...
+
+    async def usage(self, user_id: str) -> Usage:
+        """The user's requests in their current window (the window of their last request)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the backend answers now (for `/readyz`'s `degraded`)."""
+        ...
+
+    async def close(self) -> None: ...
