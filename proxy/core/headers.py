@@ -8,6 +8,7 @@ forwarding headers the contract promises (X-Forwarded-*, X-Request-Id, identity)
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 from collections.abc import Iterable
 
@@ -57,9 +58,17 @@ def strip_hop_by_hop(headers: Headers, extra_drop: frozenset[bytes] = frozenset(
     ]
 
 
+_ID_PREFIX = os.urandom(8).hex().encode()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> bytes:
-    """A random 128-bit id in hex: unique enough to join logs across services."""
-    return os.urandom(16).hex().encode()
+    """32 hex digits: a random per-process half and a counter half.
+
+    Unique across processes (64 random bits) and within one (the counter), without a
+    getrandom() system call per request.
+    """
+    return b"%s%016x" % (_ID_PREFIX, next(_id_counter))
 
 
 class TrustedProxies:

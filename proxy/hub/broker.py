@@ -19,8 +19,9 @@ go backwards; resume is answered from its local ring. Events do not cross replic
 it lasts. When the reader reconnects (exponential backoff, capped), it reads the stream
 from its cursor, and the publish script lifts the counter above every id this replica
 handed out, so new ids stay increasing here. What the outage costs (documented, not
-hidden): local ids may repeat ids other replicas assigned meanwhile, and a client may see
-those replicas' outage events late, after higher local ids.
+hidden): local ids may repeat ids other replicas assigned meanwhile; a client may see
+those replicas' outage events late, after higher local ids; and a publish that timed out
+may still be applied by a slow Redis later, so that event arrives twice, under two ids.
 """
 
 from __future__ import annotations

@@ -130,10 +130,10 @@ class Hub:
         self._close_timeout = close_timeout
         self._yield_every = max(1, yield_every)
         self._broker = broker if broker is not None else MemoryBroker(ws_policy.history)
-        self._own_sender = AiohttpSinkSender(sink_urls or {}) if sink_send is None else None
-        send = sink_send if sink_send is not None else self._own_sender
-        assert send is not None
-        self._sinks = SinkDispatcher(alerts_policy.sinks, send, observer)
+        self._own_sender: AiohttpSinkSender | None = None
+        if sink_send is None:
+            self._own_sender = sink_send = AiohttpSinkSender(sink_urls or {})
+        self._sinks = SinkDispatcher(alerts_policy.sinks, sink_send, observer)
         self._attached: dict[str, dict[WebSocketSession, None]] = {c: {} for c in CHANNELS}
         self._subscribers: dict[str, dict[WebSocketSession, None]] = {c: {} for c in CHANNELS}
         self._live: set[WebSocketSession] = set()

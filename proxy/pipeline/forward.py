@@ -14,6 +14,7 @@ from proxy.errors import ProxyError
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.upstream.connection import (
+    DROP_ON_RESPONSE,
     ResponseHead,
     UpstreamConnection,
     UpstreamFailure,
@@ -21,7 +22,6 @@ from proxy.upstream.connection import (
 from proxy.upstream.pool import UpstreamPool
 
 _DROP_ON_REQUEST = HOP_BY_HOP | REPLACED_ON_REQUEST | FRAMING | {b"expect"}
-_DROP_ON_RESPONSE = HOP_BY_HOP | FRAMING | {b"x-request-id"}
 
 
 def upstream_head(
@@ -56,7 +56,7 @@ def response_headers(resp: ResponseHead) -> Headers:
     return [
         (name, value)
         for name, value in resp.headers
-        if name not in _DROP_ON_RESPONSE and name not in named
+        if name not in DROP_ON_RESPONSE and name not in named
     ]
 
 
@@ -146,9 +146,12 @@ class Attempt:
         conn, resp = self.conn, self.response
         assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
-        headers = response_headers(resp)
-        headers.extend(extra)
-        has_body = client.send_head(head, resp.status, headers, length)
+        if resp.names_hop_headers:
+            lines = [name + b": " + value + b"\r\n" for name, value in response_headers(resp)]
+        else:
+            lines = resp.lines
+        lines.extend(name + b": " + value + b"\r\n" for name, value in extra)
+        has_body = client.send_head_lines(head, resp.status, lines, length)
         conn.resume_reading()
         finished = False
         try:

@@ -34,7 +34,7 @@ from proxy.errors import (
     RequestTimeout,
 )
 from proxy.server.request import Headers, RequestBody, RequestHead
-from proxy.server.responses import JSON, body_forbidden, error_headers, render_head
+from proxy.server.responses import JSON, body_forbidden, error_headers, status_line
 
 log = logging.getLogger("proxy.server")
 
@@ -98,6 +98,7 @@ class ClientConnection(asyncio.Protocol):
         "_headers",
         "_held",
         "_last_activity",
+        "_loop",
         "_parser",
         "_pending",
         "_read_paused",
@@ -142,6 +143,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("socket")
@@ -248,7 +250,7 @@ class ClientConnection(asyncio.Protocol):
         if len(self._pending) >= MAX_PIPELINED:
             self._pause_reading()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._serve())
+            self._task = self._loop.create_task(self._serve())
         else:
             self._wake()
 
@@ -266,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         """Answer the parsed requests one by one, in order (pipelining)."""
         while self.transport is not None and not self.transport.is_closing():
             if not self._pending:
-                self._waiter = asyncio.get_running_loop().create_future()
+                self._waiter = self._loop.create_future()
                 try:
                     await self._waiter
                 finally:
@@ -392,31 +394,40 @@ class ClientConnection(asyncio.Protocol):
     def send_head(
         self, head: RequestHead, status: int, headers: Headers, length: int | None
     ) -> bool:
-        """Write the status line and headers, adding framing; True when a body follows.
+        """Write the status line and headers, adding framing; True when a body follows."""
+        return self.send_head_lines(
+            head, status, [name + b": " + value + b"\r\n" for name, value in headers], length
+        )
+
+    def send_head_lines(
+        self, head: RequestHead, status: int, lines: list[bytes], length: int | None
+    ) -> bool:
+        """Like `send_head`, with header lines already rendered (`Name: value\\r\\n`).
 
         `length` None means the body length is unknown: chunked to an HTTP/1.1 client,
-        close-delimited to an HTTP/1.0 one.
+        close-delimited to an HTTP/1.0 one. `lines` is extended in place.
         """
         self._response_started = True
         self.status = status
         no_body = body_forbidden(status, head.method)
-        out = list(headers)
+        out = lines
         if not no_body or head.method == b"HEAD":
             if length is not None:
-                out.append((b"Content-Length", b"%d" % length))
+                out.append(b"Content-Length: %d\r\n" % length)
             elif not no_body:
                 if head.http_version == "1.1":
-                    out.append((b"Transfer-Encoding", b"chunked"))
+                    out.append(b"Transfer-Encoding: chunked\r\n")
                     self.chunked_out = True
                 else:
                     self._closing_after = True
-        out.append((b"X-Request-Id", head.request_id))
+        out.append(b"X-Request-Id: " + head.request_id + b"\r\n")
         if self._closing_after or self.state.draining:
             self._closing_after = True
-            out.append((b"Connection", b"close"))
+            out.append(b"Connection: close\r\n")
         elif head.http_version == "1.0":
-            out.append((b"Connection", b"keep-alive"))
-        rendered = render_head(status, out)
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        rendered = status_line(status) + b"".join(out)
         if no_body:
             if self.transport is not None:
                 self.transport.write(rendered)

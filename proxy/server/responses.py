@@ -28,14 +28,6 @@ def body_forbidden(status: int, method: bytes) -> bool:
     return method == b"HEAD" or status < 200 or status in (204, 304)
 
 
-def render_head(status: int, headers: Headers) -> bytes:
-    parts = [status_line(status)]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
 JSON = (b"Content-Type", b"application/json")
 
 

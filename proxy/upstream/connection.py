@@ -47,8 +47,35 @@ class BrokenResponse(UpstreamFailure):
     kind = "reset"
 
 
+# Never passed back to the client: hop-by-hop, framing (re-made by the server), and the
+# request id (the client gets the one the upstream received).
+DROP_ON_RESPONSE = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"x-request-id",
+    }
+)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+
+
 class ResponseHead:
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status")
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "lines",
+        "names_hop_headers",
+        "status",
+    )
 
     def __init__(
         self,
@@ -57,9 +84,15 @@ class ResponseHead:
         content_length: int | None,
         chunked: bool,
         keep_alive: bool,
+        lines: list[bytes] | None = None,
+        names_hop_headers: bool = False,
     ) -> None:
         self.status = status
         self.headers = headers
+        self.lines = lines if lines is not None else []
+        """Headers to pass back, rendered, minus DROP_ON_RESPONSE (original case kept)."""
+        self.names_hop_headers = names_hop_headers
+        """`Connection` lists extra hop-by-hop names: `lines` must be filtered again."""
         self.content_length = content_length
         self.chunked = chunked
         self.keep_alive = keep_alive
@@ -75,6 +108,9 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_buffered",
         "_headers",
+        "_lines",
+        "_loop",
+        "_named_hop",
         "_no_body",
         "_on_lost",
         "_parser",
@@ -98,6 +134,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head: asyncio.Future[ResponseHead] | None = None
         self.done: asyncio.Future[None] | None = None
         self._headers: Headers = []
+        self._lines: list[bytes] = []
+        self._named_hop = False
         self._sink: Callable[[bytes], None] | None = None
         self._buffered: list[bytes] = []
         self._no_body = False
@@ -112,6 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -157,9 +196,17 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._headers = []
+        self._lines = []
+        self._named_hop = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        lower = name.lower()
+        self._headers.append((lower, value))
+        if lower not in DROP_ON_RESPONSE:
+            self._lines.append(name + b": " + value + b"\r\n")
+        elif lower == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            self._named_hop = self._named_hop or not tokens <= _PLAIN_CONNECTION
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -174,7 +221,13 @@ class UpstreamConnection(asyncio.Protocol):
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
         head = ResponseHead(
-            status, self._headers, content_length, chunked, self._parser.should_keep_alive()
+            status,
+            self._headers,
+            content_length,
+            chunked,
+            self._parser.should_keep_alive(),
+            self._lines,
+            self._named_hop,
         )
         if self._no_body or status in (204, 304):
             # llhttp cannot be told a response answers HEAD: finish it here and start a
@@ -219,7 +272,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- exchange API ------------------------------------------------------------------------
     def begin(self, no_body: bool, timeout: float) -> None:
         """Start an exchange; `timeout` bounds the wait for the response head."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self.head = loop.create_future()
         self.done = None
         self.failure = None
