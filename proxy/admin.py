@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import orjson
 
 from policies.dump import dump_policy
-from proxy.errors import BadRequest, Forbidden, NotFound, ProxyError
+from proxy.errors import BadRequest, BodyTooLarge, Forbidden, NotFound, ProxyError
 from proxy.metrics import CONTENT_TYPE
 from proxy.pipeline.identity import require_admin, require_token
 from proxy.pipeline.runtime import OwnEndpoint, Runtime
@@ -137,6 +137,55 @@ async def user_usage(
     _json(conn, head, {"user_id": user_id, **usage})
 
 
+MAX_EVENT_BYTES = 65_536
+
+
+async def ingest_event(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """`POST /api/v1/events`: the hub authorizes, validates and publishes."""
+    _only(head, b"POST")
+    hub = runtime.state.hub
+    assert hub is not None
+    if head.content_length is not None and head.content_length > MAX_EVENT_BYTES:
+        conn.close_after_response()
+        raise BodyTooLarge(f"an event is at most {MAX_EVENT_BYTES} bytes")
+    raw = b""
+    if body is not None:
+        body.limit = min(body.limit, MAX_EVENT_BYTES)
+        raw = await body.read_all()
+    status, answer = await hub.ingest(raw, head.header(b"authorization"))
+    _json(conn, head, answer, status)
+
+
+async def ws_connections(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    _only(head, b"GET")
+    require_admin(head, runtime)
+    hub = runtime.state.hub
+    assert hub is not None
+    _json(conn, head, hub.connections())
+
+
+async def websocket_only(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """A plain request to a WebSocket path (a real upgrade never reaches the pipeline)."""
+    raise UpgradeRequired("this path speaks WebSocket: send an Upgrade request")
+
+
+class UpgradeRequired(ProxyError):
+    status = 426
+    code = "upgrade_required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("Upgrade", "websocket")])
+
+
+WEBSOCKET_PATHS = {b"/api/v1/ws/notifications": "notifications", b"/api/v1/ws/alerts": "alerts"}
+
+
 def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
     return OwnRoutes(
         {
@@ -145,6 +194,9 @@ def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
             runtime_metrics_path.encode(): metrics,
             BREAKERS: all_breakers,
             b"/api/v1/resilience/policy": policy_document,
+            b"/api/v1/events": ingest_event,
+            b"/api/v1/ws/connections": ws_connections,
+            **dict.fromkeys(WEBSOCKET_PATHS, websocket_only),
         },
         [(BREAKERS + b"/", one_breaker), (USAGE, user_usage)],
     )

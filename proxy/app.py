@@ -19,18 +19,22 @@ import uvloop
 
 from policies.load import LoadedPolicy
 from proxy import logs
-from proxy.admin import own_endpoints
+from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
 from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
+from proxy.hub.broker import RedisBroker
+from proxy.hub.hub import Hub
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
+from proxy.pipeline.sinks import SinkSender
 from proxy.reload import PolicyWatcher
-from proxy.server.http11 import ClientConnection, ServerLimits, ServerState
+from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
+from proxy.server.request import RequestHead
 
 log = logging.getLogger("proxy.app")
 
@@ -54,7 +58,9 @@ class Sidecar:
         self.config_path = config_path
         self.state = State(metrics=Metrics())
         self.pipeline = Pipeline(self.build(loaded), access_log)
+        self.state.hub = self.make_hub(self.runtime)
         self.server_state = ServerState(self.pipeline.handle, server_limits(loaded))
+        self.server_state.upgrade = self.websocket_takeover
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
         )
@@ -90,12 +96,55 @@ class Sidecar:
         self.state.metrics.set_policy(loaded.sha256)
         return runtime
 
+    def make_hub(self, runtime: Runtime) -> Hub:
+        policy = runtime.policy
+        broker = None
+        if policy.storage.backend == "redis":
+            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+        return Hub(
+            policy.websocket,
+            policy.alerts,
+            verifier=runtime.verifier,
+            admin_roles=policy.admin.roles,
+            ingest_token=os.environ.get(policy.alerts.ingest_token_env),
+            leeway=policy.auth.jwt.leeway,
+            broker=broker,
+            sink_send=SinkSender(lambda: self.runtime),
+            observer=self.state.metrics,
+        )
+
+    def websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
+        """The hub takes over upgrades to its two paths; other upgrades are plain requests."""
+        channel = WEBSOCKET_PATHS.get(head.path)
+        hub = self.state.hub
+        if channel is None or hub is None or head.method != b"GET":
+            return None
+        _, client_ip = self.runtime.trusted.forwarded_for(
+            head.peer_ip, head.header(b"x-forwarded-for")
+        )
+
+        def takeover(transport: asyncio.Transport, raw: bytes, _head: RequestHead) -> None:
+            hub.upgrade(transport, raw, channel, client_ip)
+
+        return takeover
+
     def apply(self, loaded: LoadedPolicy) -> None:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
-        self.pipeline.runtime = self.build(loaded)
+        runtime = self.build(loaded)
+        self.pipeline.runtime = runtime
         self.server_state.limits = server_limits(loaded)
+        policy = runtime.policy
+        if self.state.hub is not None:
+            self.state.hub.reconfigure(
+                policy.websocket,
+                policy.alerts,
+                runtime.verifier,
+                policy.admin.roles,
+                os.environ.get(policy.alerts.ingest_token_env),
+                policy.auth.jwt.leeway,
+            )
 
     async def start(self, reuse_port: bool = False) -> None:
         server = self.runtime.policy.server
@@ -108,6 +157,8 @@ class Sidecar:
             backlog=4096,
         )
         self.server_state.start_sweeping()
+        if self.state.hub is not None:
+            await self.state.hub.start()
         self.watcher.start()
         self.state.ready = True
         log.info(
@@ -136,6 +187,8 @@ class Sidecar:
 
     async def close(self) -> None:
         await self.watcher.stop()
+        if self.state.hub is not None:
+            await self.state.hub.close()
         self.server_state.stop_sweeping()
         for conn in list(self.server_state.connections):
             conn.close()

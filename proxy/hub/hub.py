@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from policies.model import AlertsPolicy, WebSocketPolicy
 from proxy.clock import SYSTEM_CLOCK, Clock
@@ -32,14 +32,14 @@ from proxy.hub.events import (
     with_id,
 )
 from proxy.hub.history import Replay
-from proxy.hub.session import (
-    ALERTS,
-    GOING_AWAY,
-    NOTIFICATIONS,
+from proxy.hub.interfaces import (
+    NOOP_OBSERVER,
     ChannelBatch,
+    HubObserver,
     IdentityLike,
-    WebSocketSession,
+    TokenVerifierLike,
 )
+from proxy.hub.session import ALERTS, GOING_AWAY, NOTIFICATIONS, WebSocketSession
 from proxy.hub.sinks import AiohttpSinkSender, SendFn, SinkDispatcher
 
 log = logging.getLogger("proxy.hub")
@@ -49,60 +49,6 @@ MAX_BATCH = 64
 """Events written to a connection in one frame string (bounded so a burst stays counted)."""
 
 _PING_FRAME = server_frame(b"", OPCODE_PING)
-
-
-class TokenVerifierLike(Protocol):
-    """`proxy.core.identity.TokenVerifier`: raises `InvalidToken` for a bad token."""
-
-    def verify(self, authorization_value: bytes | str | None) -> IdentityLike: ...
-
-
-class HubObserver(Protocol):
-    """What the hub reports; the app turns it into the contract's metrics."""
-
-    def connection_opened(self, channel: str) -> None: ...
-
-    def connection_closed(self, channel: str) -> None: ...
-
-    def event_published(self, event_type: str) -> None: ...
-
-    def events_delivered(self, channel: str, count: int) -> None: ...
-
-    def slow_consumer_closed(self, channel: str) -> None: ...
-
-    def sink_delivery(self, sink: str, outcome: str) -> None: ...
-
-    def sink_dropped(self, sink: str) -> None: ...
-
-
-class NoopObserver:
-    """For a hub nobody measures (tests, the benchmark)."""
-
-    __slots__ = ()
-
-    def connection_opened(self, channel: str) -> None:
-        pass
-
-    def connection_closed(self, channel: str) -> None:
-        pass
-
-    def event_published(self, event_type: str) -> None:
-        pass
-
-    def events_delivered(self, channel: str, count: int) -> None:
-        pass
-
-    def slow_consumer_closed(self, channel: str) -> None:
-        pass
-
-    def sink_delivery(self, sink: str, outcome: str) -> None:
-        pass
-
-    def sink_dropped(self, sink: str) -> None:
-        pass
-
-
-NOOP_OBSERVER = NoopObserver()
 
 
 class Hub:

@@ -15,90 +15,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.utilities import LocalProtocolError
 
-from policies.model import WebSocketPolicy
-from proxy.clock import Clock
-from proxy.hub.events import Event, iso_utc, message_frame
+from proxy.hub.events import iso_utc, message_frame
 from proxy.hub.handshake import MAX_HEAD_BYTES, Upgrade, answer_upgrade
 from proxy.hub.history import Replay
+from proxy.hub.interfaces import ChannelBatch, IdentityLike, SessionHost
 
 log = logging.getLogger("proxy.hub.session")
 
 NOTIFICATIONS = "notifications"
 ALERTS = "alerts"
 
-NORMAL = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
 TOKEN_EXPIRED = 4401
-
-class IdentityLike(Protocol):
-    """What the session reads from a verified token (`proxy.core.identity.Identity`)."""
-
-    @property
-    def user_id(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def expires_at(self) -> float | None: ...
-
-    @property
-    def authenticated(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelBatch:
-    """Events fanned out together: `frames` is their frames joined, written as one."""
-
-    frames: bytes
-    events: tuple[Event, ...]
-
-
-class SessionHost(Protocol):
-    """What a session needs from the hub (kept narrow so sessions test on their own)."""
-
-    @property
-    def ws_policy(self) -> WebSocketPolicy: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def leeway(self) -> float: ...
-
-    @property
-    def close_timeout(self) -> float: ...
-
-    @property
-    def closing(self) -> bool: ...
-
-    def origin_allowed(self, origin: str) -> bool: ...
-
-    def authenticate(self, authorization: str) -> IdentityLike | None: ...
-
-    def attach(self, session: WebSocketSession) -> None: ...
-
-    def subscribe(self, session: WebSocketSession) -> None: ...
-
-    def detach(self, session: WebSocketSession) -> None: ...
-
-    def finished(self, session: WebSocketSession) -> None: ...
-
-    def replay(self, last_id: int) -> Awaitable[Replay]: ...
-
-    def slow_consumer(self, session: WebSocketSession) -> None: ...
 
 
 class WebSocketSession(asyncio.Protocol):
@@ -160,7 +98,7 @@ class WebSocketSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_seen = self._host.clock.monotonic()
         if self._conn is None:
-            self._handshake_data(data)
+            self.start(data)
         elif self._conn.state is not ConnectionState.CLOSED:
             self._conn.receive_data(data)
             self._process_frames()
@@ -168,8 +106,6 @@ class WebSocketSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._cancel_timers()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
         if self._resume_task is not None:
             self._resume_task.cancel()
         self._backlog.clear()
@@ -189,11 +125,6 @@ class WebSocketSession(asyncio.Protocol):
             self._transport.write(data)
 
     # -- what the hub calls -----------------------------------------------------------
-
-    @property
-    def last_seen(self) -> float:
-        """Monotonic time of the last bytes from the client (any frame is life)."""
-        return self._last_seen
 
     def deliver(self, batch: ChannelBatch) -> None:
         """Queue fanned-out events; held back while a resume is being answered."""
@@ -220,28 +151,28 @@ class WebSocketSession(asyncio.Protocol):
         """Start the close handshake; the socket is dropped if it is not finished in time."""
         if self._closing or self._conn is None:
             return
-        self._closing = True
-        self._cancel_timers()
-        self._backlog.clear()
-        self._held = None
-        self._host.detach(self)
-        log.debug("ws %s %s closing: %d %s", self.connection_id, self.channel, code, reason)
+        self._begin_closing()
+        log.debug("ws %s %s closing: %d %s", self.connection_id, self.client_ip, code, reason)
         if self._transport.is_closing():
             return
         try:
             self._transport.write(self._conn.send(CloseConnection(code=code, reason=reason)))
         except LocalProtocolError:
             self._transport.close()
-            return
+
+    def _begin_closing(self) -> None:
+        """Out of the hub's lists at once; the socket goes when the client answers or later."""
+        self._closing = True
+        self._cancel_timers()
+        self._backlog.clear()
+        self._held = None
+        self._host.detach(self)
         self._close_timer = self._loop.call_later(self._host.close_timeout, self.abort)
 
     # -- handshake --------------------------------------------------------------------
 
-    def start(self, raw: bytes) -> None:
+    def start(self, data: bytes) -> None:
         """Take over with the request head (and anything after it) the server read."""
-        self._handshake_data(raw)
-
-    def _handshake_data(self, data: bytes) -> None:
         head = self._head + data
         upgrade = answer_upgrade(head)
         if upgrade is None:
@@ -329,10 +260,7 @@ class WebSocketSession(asyncio.Protocol):
             # The client started the close: answer it, then hang up.
             self._transport.write(conn.send(event.response()))
             if not self._closing:
-                self._closing = True
-                self._cancel_timers()
-                self._host.detach(self)
-                self._close_timer = self._loop.call_later(self._host.close_timeout, self.abort)
+                self._begin_closing()
         self._transport.close()
 
     def _on_message(self, text: str | bytes) -> None:
@@ -454,10 +382,10 @@ class WebSocketSession(asyncio.Protocol):
             self._transport.write(data)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._auth_timer, self._expiry_timer):
+        for timer in (self._auth_timer, self._expiry_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
-        self._auth_timer = self._expiry_timer = None
+        self._auth_timer = self._expiry_timer = self._close_timer = None
 
     def abort(self) -> None:
         """Drop the socket without a close handshake (a peer that stopped answering)."""
@@ -466,9 +394,7 @@ class WebSocketSession(asyncio.Protocol):
 
 
 def _joined(parts: list[str | bytes]) -> str | bytes:
-    if len(parts) == 1:
-        return parts[0]
+    """A fragmented message's parts (all text or all binary) as one."""
     if isinstance(parts[0], str):
         return "".join(p for p in parts if isinstance(p, str))
     return b"".join(p for p in parts if isinstance(p, bytes))
-

@@ -141,6 +141,20 @@ class Attempt:
         if self.conn is not None:
             self.conn.abort()
 
+    async def consume(self) -> int:
+        """Read the answer to its end and give the connection back; its status."""
+        conn, resp = self.conn, self.response
+        assert conn is not None and resp is not None
+        conn.pipe(lambda _chunk: None)
+        conn.resume_reading()
+        try:
+            await conn.wait_done()
+        except UpstreamFailure:
+            conn.abort()
+            return resp.status
+        self.pool.release(conn, resp.keep_alive)
+        return resp.status
+
     async def relay(self, client: ClientConnection, head: RequestHead, extra: Headers) -> None:
         """Stream the answer to the client with flow control both ways."""
         conn, resp = self.conn, self.response

@@ -22,6 +22,7 @@ from proxy.core.events import BreakerTransition
 from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
+from proxy.hub.hub import Hub
 from proxy.metrics import Metrics
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.server.own_routes import OwnRoutes
@@ -59,6 +60,7 @@ class State:
     pools: dict[str, UpstreamPool] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    hub: Hub | None = None
     store: LimitStore | None = None
     store_key: tuple[str, str] | None = None
     retired_stores: list[LimitStore] = field(default_factory=list)

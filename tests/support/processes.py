@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,10 +52,12 @@ def wait_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status < 500:
-                    return
-        except Exception as error:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError as error:
+            error.close()  # an answer, but not a 2xx/3xx yet: keep polling
+            last = error
+        except Exception as error:  # any failure means "not up yet"
             last = error
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {deadline_s}s: {last}")
