@@ -14,6 +14,8 @@ from typing import cast
 
 import httptools
 
+from proxy.core.headers import HOP_BY_HOP
+
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -49,20 +51,7 @@ class BrokenResponse(UpstreamFailure):
 
 # Never passed back to the client: hop-by-hop, framing (re-made by the server), and the
 # request id (the client gets the one the upstream received).
-DROP_ON_RESPONSE = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"x-request-id",
-    }
-)
+DROP_ON_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 
 
