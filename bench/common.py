@@ -96,8 +96,8 @@ def wrk(url: str, pids: list[int], connections: int, seconds: int, threads: int 
     cpu = cpu_seconds(pids) - before
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"(?m)^\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"(?m)^\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     timeouts_match = re.search(r"timeout (\d+)", out)
     non2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(

@@ -92,6 +92,7 @@ class FallbackStore:
     __slots__ = (
         "_breaker",
         "_clock",
+        "_last_cause",
         "_memory",
         "_on_change",
         "_on_failure",
@@ -115,6 +116,7 @@ class FallbackStore:
         self._memory = MemoryStore(clock, scale=policy.expected_replicas)
         self._on_change = on_fallback_change
         self.fallback_active = False
+        self._last_cause: BaseException | None = None
 
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
         if not checks:
@@ -127,7 +129,14 @@ class FallbackStore:
         try:
             decision = await self._primary.decide(checks)
         except Exception as exc:
-            breaker.record_failure(permit)
+            cause = exc.__cause__
+            if cause is not None and cause is self._last_cause:
+                # One failed batch answers every decision in it: that is ONE failure of
+                # Redis, not one per request (or a single slow reply would trip the breaker).
+                breaker.release(permit)
+            else:
+                self._last_cause = cause
+                breaker.record_failure(permit)
             if not isinstance(exc, StoreUnavailable):
                 log.exception("rate-limit store failed unexpectedly; using on_failure")
             return await self._degraded(checks)

@@ -177,6 +177,24 @@ async def test_an_unexpected_error_is_a_failure_not_an_exception():
     assert breaker.failures == 1 and store.fallback_active
 
 
+async def test_one_failed_batch_counts_as_one_failure():
+    """Every decision of a batch fails with the same cause: Redis failed once, not 16 times."""
+    batch_cause = TimeoutError("one slow reply")
+    shared = StoreUnavailable("redis: TimeoutError")
+    shared.__cause__ = batch_cause
+    primary = BrokenStore(FakeClock(), shared)
+    store, breaker, _, _ = make(primary)
+    breaker.threshold = 5
+    for _ in range(16):
+        await store.decide([check(limit=100)])
+    assert breaker.failures == 1 and breaker.released == 15
+    again = StoreUnavailable("redis: TimeoutError")
+    again.__cause__ = TimeoutError("the next batch")
+    primary.error = again
+    await store.decide([check(limit=100)])
+    assert breaker.failures == 2
+
+
 async def test_a_cancelled_decision_releases_its_permit():
     class Hanging(MemoryStore):
         async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
