@@ -24,7 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+# The three values below are made per request on the hot path: plain slotted dataclasses
+# (treated as immutable by convention) construct about 3x faster than frozen ones, whose
+# __init__ goes through object.__setattr__ for every field.
+@dataclass(slots=True)
 class LimitCheck:
     """One rule applied to one request: at most `limit` per `window_s` for `key`."""
 
@@ -35,7 +38,7 @@ class LimitCheck:
     shadow: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuleResult:
     """What one rule says about one request, after the decision was recorded."""
 
@@ -58,7 +61,7 @@ class RuleResult:
         return "shadow_limited" if self.shadow else "limited"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     results: tuple[RuleResult, ...]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from operator import methodcaller
 from typing import Any
 
 from policies.model import AlertsPolicy, WebSocketPolicy
@@ -280,11 +281,7 @@ class Hub:
 
     async def _send_to(self, channel: str, batch: ChannelBatch) -> None:
         sessions = tuple(self._subscribers[channel])
-        every = self._yield_every
-        for index, session in enumerate(sessions, 1):
-            session.deliver(batch)
-            if index % every == 0:
-                await asyncio.sleep(0)
+        await self._each(sessions, methodcaller("deliver", batch))
         if sessions:
             self._observer.events_delivered(channel, len(sessions) * len(batch.events))
 
@@ -296,10 +293,21 @@ class Hub:
             frames = beat + _PING_FRAME
             silent_since = self._clock.monotonic() - 2 * period
             sessions = [s for channel in self._attached.values() for s in channel]
-            for index, session in enumerate(sessions, 1):
-                session.heartbeat(frames, silent_since)
-                if index % self._yield_every == 0:
-                    await asyncio.sleep(0)
+            await self._each(sessions, methodcaller("heartbeat", frames, silent_since))
+
+    async def _each(
+        self, sessions: Iterable[WebSocketSession], action: Callable[[WebSocketSession], None]
+    ) -> None:
+        """Apply to every session, yielding now and then; a failing socket is dropped alone."""
+        every = self._yield_every
+        for index, session in enumerate(sessions, 1):
+            try:
+                action(session)
+            except Exception:
+                log.exception("ws %s: write failed; dropping the socket", session.connection_id)
+                session.abort()
+            if index % every == 0:
+                await asyncio.sleep(0)
 
 
 def _normal_origin(origin: str) -> str:

@@ -82,7 +82,7 @@ class SessionHost(Protocol):
 class TokenVerifierLike(Protocol):
     """`proxy.core.identity.TokenVerifier`: raises `InvalidToken` for a bad token."""
 
-    def verify(self, authorization_value: bytes | str | None) -> IdentityLike: ...
+    def verify(self, authorization: bytes | str | None, /) -> IdentityLike: ...
 
 
 class HubObserver(Protocol):

@@ -122,19 +122,43 @@ class RateLimiter:
         return {"endpoints": dict(usage.endpoints), "total_requests": usage.total_requests}
 
 
+_STATIC: dict[tuple[str, int, float], tuple[tuple[bytes, bytes], ...]] = {}
+"""Per rule, the header pairs that do not change between requests (bounded by the policy)."""
+
+
+def _static_headers(rule: str, limit: int, window_s: float) -> tuple[tuple[bytes, bytes], ...]:
+    key = (rule, limit, window_s)
+    static = _STATIC.get(key)
+    if static is None:
+        window = max(1, round(window_s))
+        name = rule.replace('"', "").encode()
+        static = (
+            (b"X-RateLimit-Limit", b"%d" % limit),
+            (b"X-RateLimit-Window", b"%d" % window),
+            (b"RateLimit-Policy", b'"%s";q=%d;w=%d' % (name, limit, window)),
+            (b"RateLimit", b'"%s"' % name),
+        )
+        if len(_STATIC) > 4096:
+            _STATIC.clear()
+        _STATIC[key] = static
+    return static
+
+
 def limit_headers(decision: Decision) -> Headers:
     """X-RateLimit-* and the IETF draft-11 pair, for the most restrictive rule."""
     chosen: RuleResult | None = most_restrictive(decision.results)
     if chosen is None:
         return []
+    limit_pair, window_pair, policy_pair, named = _static_headers(
+        chosen.rule, chosen.limit, chosen.window_s
+    )
+    remaining = max(0, chosen.remaining)
     reset_in = max(0, math.ceil(chosen.reset_after_s))
-    window = max(1, round(chosen.window_s))
-    name = chosen.rule.replace('"', "")
     return [
-        (b"X-RateLimit-Limit", b"%d" % chosen.limit),
-        (b"X-RateLimit-Remaining", b"%d" % max(0, chosen.remaining)),
+        limit_pair,
+        (b"X-RateLimit-Remaining", b"%d" % remaining),
         (b"X-RateLimit-Reset", b"%d" % math.ceil(time.time() + chosen.reset_after_s)),
-        (b"X-RateLimit-Window", b"%d" % window),
-        (b"RateLimit-Policy", b'"%s";q=%d;w=%d' % (name.encode(), chosen.limit, window)),
-        (b"RateLimit", b'"%s";r=%d;t=%d' % (name.encode(), max(0, chosen.remaining), reset_in)),
+        window_pair,
+        policy_pair,
+        (b"RateLimit", named[1] + b";r=%d;t=%d" % (remaining, reset_in)),
     ]

@@ -42,6 +42,10 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V", bound=_Expiring)
 
 
+SWEEP_EVERY = 16
+"""Decisions between two sweeps of idle keys."""
+
+
 class IdleSweptMap(Generic[K, V]):
     """A map with a hard size cap whose idle values are swept a few at a time."""
 
@@ -148,7 +152,7 @@ class MemoryUsage:
 class MemoryStore:
     """Exact sliding windows in this process (`LimitStore`)."""
 
-    __slots__ = ("_clock", "_logs", "_usage", "scale")
+    __slots__ = ("_clock", "_decisions", "_logs", "_usage", "scale")
 
     def __init__(
         self,
@@ -161,6 +165,7 @@ class MemoryStore:
         if scale < 1:
             raise ValueError("scale must be at least 1")
         self._clock = clock
+        self._decisions = 0
         self.scale = scale
         self._logs: IdleSweptMap[tuple[str, str], SlidingLog] = IdleSweptMap(max_keys)
         self._usage = MemoryUsage(clock, max_users)
@@ -190,7 +195,10 @@ class MemoryStore:
                 log.reconfigure(check.limit, check.window_s)
             entries.append((check, log))
         decision = decide(entries, now)
-        logs.sweep(now, len(checks) + 1)
+        self._decisions += 1
+        if self._decisions % SWEEP_EVERY == 0:
+            # Amortized: as many visits as sweeping every decision, in one go.
+            logs.sweep(now, SWEEP_EVERY * (len(checks) + 1))
         return decision
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:

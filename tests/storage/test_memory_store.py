@@ -6,7 +6,7 @@ import pytest
 
 from proxy.clock import FakeClock
 from proxy.storage.base import MAX_USAGE_PATHS, OTHER_PATHS, USAGE_BUCKETS, LimitCheck, Usage
-from proxy.storage.memory import IdleSweptMap, MemoryStore, MemoryUsage
+from proxy.storage.memory import SWEEP_EVERY, IdleSweptMap, MemoryStore, MemoryUsage
 
 
 def check(key: str = "u1", limit: int = 3, window_s: float = 60.0, rule: str = "role:admin"):
@@ -49,7 +49,7 @@ async def test_idle_keys_are_swept_by_later_decisions():
         await store.decide([check(f"user{i}", window_s=10.0)])
     assert store.key_count == 100
     clock.advance(10.0)
-    for _ in range(50):
+    for _ in range(4 * SWEEP_EVERY):  # sweeps visit 2 keys per decision of one rule
         await store.decide([check("busy", window_s=10.0)])
     assert store.key_count == 1
 
