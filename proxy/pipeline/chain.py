@@ -22,7 +22,7 @@ from proxy.pipeline.identity import identify, identity_headers
 from proxy.pipeline.resilience import forward_with_resilience
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
-from proxy.server.request import RequestBody, RequestHead
+from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.server.responses import error_headers
 
 log = logging.getLogger("proxy.access")
@@ -42,6 +42,7 @@ class Pipeline:
     ) -> None:
         runtime = self.runtime
         route_name = UNMATCHED_ROUTE
+        limits: Headers = []
         try:
             own = runtime.own_endpoints.match(head.path)
             if own is not None:
@@ -80,7 +81,8 @@ class Pipeline:
             if conn.response_started:
                 conn.abort()
             else:
-                conn.send_response(head, error.status, error_headers(error), error.body())
+                # A request that passed its limits carries their headers, whatever came after.
+                conn.send_response(head, error.status, error_headers(error) + limits, error.body())
         seconds = time.monotonic() - head.received_at
         method = head.method.decode("latin-1")
         runtime.metrics.request_done(route_name, method, conn.status, seconds)

@@ -125,6 +125,7 @@ async def test_breaker_opens_fails_fast_probes_and_closes(upstream, sidecar_fact
                 body = await resp.json()
                 assert body["error"] == "circuit_open"
                 assert int(resp.headers["Retry-After"]) >= 1
+                assert resp.headers["X-RateLimit-Limit"] == "100000"  # it passed its limits
             assert time.monotonic() - start < 0.2
         assert len(upstream.seen) == seen_before  # nothing reached the upstream
         await asyncio.sleep(1.1)
