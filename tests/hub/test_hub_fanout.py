@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.hub.broker import MemoryBroker
@@ -213,3 +214,34 @@ async def test_a_large_fan_out_lets_other_callbacks_run_midway(make_hub: HubFact
     assert seen_midway == [0]
     assert [(await recv_json(ws))["id"] for ws in clients] == [1] * 20
     await asyncio.gather(*(ws.close() for ws in clients))
+
+
+async def test_a_socket_that_fails_to_write_is_dropped_and_the_rest_still_get_events(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await make_hub()
+    broken, healthy = await welcomed(running), await welcomed(running)
+    await wait_for(lambda: running.hub.connections()["total"] == 2)
+    first = next(iter(running.hub._subscribers["notifications"]))  # the first to connect
+
+    class BrokenTransport:
+        """Writes fail; everything else is the real transport's."""
+
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("transport gone")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+    monkeypatch.setattr(first, "_transport", BrokenTransport(first._transport))
+    await running.publish({"type": "tick"})
+    assert (await recv_json(healthy))["id"] == 1
+    await running.publish({"type": "tick"})
+    assert (await recv_json(healthy))["id"] == 2
+    assert "write failed" in caplog.text
+    await wait_for(lambda: running.hub.connections()["total"] == 1)
+    await broken.close()
+    await healthy.close()

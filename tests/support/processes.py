@@ -88,6 +88,12 @@ class Process:
     def wait(self, timeout: float = 20.0) -> int:
         return self.popen.wait(timeout)
 
+    def stop_gracefully(self) -> None:
+        """SIGTERM and wait for the exit, keeping the output readable."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.wait(20)
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
