@@ -53,7 +53,10 @@ async def readyz(
     """200 once serving; Redis trouble shows as `degraded`, never as unreadiness."""
     _only(head, b"GET", b"HEAD")
     state = runtime.state
-    degraded = sorted(state.degraded)
+    degraded = set(state.degraded)
+    if state.hub is not None and state.hub.degraded:
+        degraded.add("redis")  # events cannot cross replicas
+    degraded = sorted(degraded)
     if state.ready and not state.draining:
         _json(conn, head, {"status": "ready", "degraded": degraded})
     else:

@@ -8,8 +8,8 @@ policy loader insists on for that setting.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import os
 import signal

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from operator import methodcaller
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from policies.model import AlertsPolicy, WebSocketPolicy
@@ -34,18 +33,20 @@ from proxy.hub.events import (
 )
 from proxy.hub.history import Replay
 from proxy.hub.interfaces import (
+    ALERTS,
+    CHANNELS,
     NOOP_OBSERVER,
+    NOTIFICATIONS,
     ChannelBatch,
     HubObserver,
     IdentityLike,
     TokenVerifierLike,
 )
-from proxy.hub.session import ALERTS, GOING_AWAY, NOTIFICATIONS, WebSocketSession
+from proxy.hub.session import GOING_AWAY, WebSocketSession
 from proxy.hub.sinks import AiohttpSinkSender, SendFn, SinkDispatcher
 
 log = logging.getLogger("proxy.hub")
 
-CHANNELS = (NOTIFICATIONS, ALERTS)
 MAX_BATCH = 64
 """Events written to a connection in one frame string (bounded so a burst stays counted)."""
 
@@ -281,7 +282,14 @@ class Hub:
 
     async def _send_to(self, channel: str, batch: ChannelBatch) -> None:
         sessions = tuple(self._subscribers[channel])
-        await self._each(sessions, methodcaller("deliver", batch))
+        every = self._yield_every
+        for start in range(0, len(sessions), every):
+            for session in sessions[start : start + every]:
+                try:
+                    session.deliver(batch)
+                except Exception:  # one broken socket must not stop the fan-out for all
+                    self._drop(session)
+            await asyncio.sleep(0)
         if sessions:
             self._observer.events_delivered(channel, len(sessions) * len(batch.events))
 
@@ -293,21 +301,17 @@ class Hub:
             frames = beat + _PING_FRAME
             silent_since = self._clock.monotonic() - 2 * period
             sessions = [s for channel in self._attached.values() for s in channel]
-            await self._each(sessions, methodcaller("heartbeat", frames, silent_since))
+            for index, session in enumerate(sessions, 1):
+                try:
+                    session.heartbeat(frames, silent_since)
+                except Exception:
+                    self._drop(session)
+                if index % self._yield_every == 0:
+                    await asyncio.sleep(0)
 
-    async def _each(
-        self, sessions: Iterable[WebSocketSession], action: Callable[[WebSocketSession], None]
-    ) -> None:
-        """Apply to every session, yielding now and then; a failing socket is dropped alone."""
-        every = self._yield_every
-        for index, session in enumerate(sessions, 1):
-            try:
-                action(session)
-            except Exception:
-                log.exception("ws %s: write failed; dropping the socket", session.connection_id)
-                session.abort()
-            if index % every == 0:
-                await asyncio.sleep(0)
+    def _drop(self, session: WebSocketSession) -> None:
+        log.exception("ws %s: write failed; dropping the socket", session.connection_id)
+        session.abort()
 
 
 def _normal_origin(origin: str) -> str:

@@ -19,6 +19,11 @@ from proxy.hub.history import Replay
 if TYPE_CHECKING:
     from proxy.hub.session import WebSocketSession
 
+NOTIFICATIONS = "notifications"
+ALERTS = "alerts"
+CHANNELS = (NOTIFICATIONS, ALERTS)
+"""The WebSocket channels, also the keys of `connections()["by_channel"]`."""
+
 
 class IdentityLike(Protocol):
     """What the session reads from a verified token (`proxy.core.identity.Identity`)."""

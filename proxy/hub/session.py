@@ -25,12 +25,9 @@ from wsproto.utilities import LocalProtocolError
 from proxy.hub.events import iso_utc, message_frame
 from proxy.hub.handshake import MAX_HEAD_BYTES, Upgrade, answer_upgrade
 from proxy.hub.history import Replay
-from proxy.hub.interfaces import ChannelBatch, IdentityLike, SessionHost
+from proxy.hub.interfaces import ALERTS, ChannelBatch, IdentityLike, SessionHost
 
 log = logging.getLogger("proxy.hub.session")
-
-NOTIFICATIONS = "notifications"
-ALERTS = "alerts"
 
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
@@ -42,25 +39,26 @@ TOKEN_EXPIRED = 4401
 class WebSocketSession(asyncio.Protocol):
     """The protocol object a connection's transport is handed to at upgrade."""
 
-    __slots__ = (
+    # The slots `deliver` reads come first: one cache line per socket during a fan-out.
+    __slots__ = (  # noqa: RUF023
+        "_transport",
+        "_paused",
+        "_closing",
+        "_held",
+        "_skip_upto",
         "_auth_timer",
         "_backlog",
         "_backlog_count",
         "_close_timer",
-        "_closing",
         "_conn",
         "_expiry_timer",
         "_head",
-        "_held",
         "_host",
         "_last_seen",
         "_loop",
         "_msg_parts",
         "_msg_size",
-        "_paused",
         "_resume_task",
-        "_skip_upto",
-        "_transport",
         "channel",
         "client_ip",
         "connection_id",
@@ -124,17 +122,17 @@ class WebSocketSession(asyncio.Protocol):
             self._backlog_count = 0
             self._transport.write(data)
 
-    # -- what the hub calls -----------------------------------------------------------
-
     def deliver(self, batch: ChannelBatch) -> None:
-        """Queue fanned-out events; held back while a resume is being answered."""
+        """Write fanned-out events (the fan-out's hot path: four slots tested, one write)."""
+        if not (self._paused or self._closing or self._held is not None) and (
+            batch.events[0].id > self._skip_upto
+        ):
+            self._transport.write(batch.frames)
+            return
         if self._closing:
             return
         if self._held is not None:
             self._held.append(batch)
-            return
-        if batch.events[0].id > self._skip_upto:
-            self._write(batch.frames, len(batch.events))
             return
         frames = [e.frame for e in batch.events if e.id > self._skip_upto]
         if frames:

@@ -76,11 +76,6 @@ class SinkDispatcher:
             queue.items.append(body)
             queue.wake.set()
 
-    def pending(self, sink: SinkPolicy) -> int:
-        """Alerts waiting for this sink (for tests and the admin view)."""
-        queue = self._queues.get(_key(sink))
-        return len(queue.items) if queue is not None else 0
-
     def reconfigure(self, sinks: Iterable[SinkPolicy]) -> None:
         """Keep the queues of sinks that survive a reload; stop the removed ones."""
         wanted = {_key(s): s for s in sinks}
