@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,8 @@ from bench.common import (
     wrk,
 )
 
+BENCH_SECRET = "bench-only-secret-0123456789abcdef0123456789"
+
 
 def sidecar_policy(port: int, upstream_port: int, **extra: object) -> dict[str, object]:
     return {
@@ -49,6 +52,7 @@ def sidecar_policy(port: int, upstream_port: int, **extra: object) -> dict[str, 
 def start_sidecar(policy: dict[str, object], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     config = Path(tempfile.mkdtemp(prefix="bench-sidecar-")) / "policy.yaml"
     config.write_text(yaml.safe_dump(policy))
+    env = {**os.environ, "JWT_SECRET": BENCH_SECRET, **(env or {})}
     proc = pinned(
         [python(), "-m", "proxy", "run", "--config", str(config)],
         cwd=REPO, env=env, stderr=open(config.parent / "err.log", "wb"),  # noqa: SIM115
