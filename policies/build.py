@@ -264,6 +264,8 @@ def _bounds_problem(spec: Scalar, value: Any) -> str | None:
     if b.exclusive_minimum is not None and value <= b.exclusive_minimum:
         return f"must be greater than {spec.bound_text(b.exclusive_minimum)}"
     if b.pattern is not None and isinstance(value, str) and not re.search(b.pattern, value):
+        if b.expected is not None:
+            return f"{shown(value)} is not {b.expected}"
         return f"{shown(value)} does not match the pattern {b.pattern}"
     return None
 

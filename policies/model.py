@@ -50,6 +50,7 @@ def setting(
     maximum: float | None = None,
     exclusive_minimum: float | None = None,
     pattern: str | None = None,
+    expected: str | None = None,
     required: bool = False,
 ) -> Any:
     """A field with its documentation and bounds, read by the loader, schema and docs."""
@@ -59,6 +60,7 @@ def setting(
         ("maximum", maximum),
         ("exclusive_minimum", exclusive_minimum),
         ("pattern", pattern),
+        ("expected", expected),
     ):
         if value is not None:
             meta[key] = value
@@ -74,7 +76,10 @@ Outcome = Annotated[str, OUTCOME]
 @dataclass(frozen=True, slots=True)
 class ServerPolicy:
     listen: str = setting(
-        "0.0.0.0:8000", "HOST:PORT the sidecar listens on", pattern=r"^\[?[^\]]*\]?:\d{1,5}$"
+        "0.0.0.0:8000",
+        "HOST:PORT the sidecar listens on",
+        pattern=r"^\[?[^\]]*\]?:\d{1,5}$",
+        expected="HOST:PORT (e.g. 0.0.0.0:8000)",
     )
     trusted_proxies: tuple[str, ...] = setting(
         ("127.0.0.1/32",), "CIDRs whose X-Forwarded-For is believed"
@@ -202,7 +207,11 @@ class RetryPolicy:
 class UpstreamPolicy:
     name: str = setting("", "the key under `upstreams` (filled in by the loader)")
     url: str = setting(
-        "", "base URL, http://HOST:PORT", required=True, pattern=r"^http://[^/\s]+(/.*)?$"
+        "",
+        "base URL, http://HOST:PORT",
+        required=True,
+        pattern=r"^http://[^/\s]+(/.*)?$",
+        expected="an http:// URL (e.g. http://127.0.0.1:8081)",
     )
     connect_timeout: Duration = setting(2.0, "TCP connect timeout", exclusive_minimum=0)
     timeout: Duration = setting(10.0, "per attempt, until the response head", exclusive_minimum=0)

@@ -28,6 +28,8 @@ class Bounds:
     maximum: float | None = None
     exclusive_minimum: float | None = None
     pattern: str | None = None
+    expected: str | None = None
+    """What a value matching `pattern` looks like, for error messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ def section_spec(cls: type) -> Section:
             maximum=meta.get("maximum"),
             exclusive_minimum=meta.get("exclusive_minimum"),
             pattern=meta.get("pattern"),
+            expected=meta.get("expected"),
         )
         fields.append(
             FieldSpec(
