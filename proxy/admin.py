@@ -11,7 +11,14 @@ from urllib.parse import unquote
 import orjson
 
 from policies.dump import dump_policy
-from proxy.errors import BadRequest, BodyTooLarge, Forbidden, NotFound, ProxyError
+from proxy.errors import (
+    BadRequest,
+    BodyTooLarge,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    UpgradeRequired,
+)
 from proxy.metrics import CONTENT_TYPE
 from proxy.pipeline.identity import require_admin, require_token
 from proxy.pipeline.runtime import OwnEndpoint, Runtime
@@ -23,11 +30,6 @@ HEALTHY = orjson.dumps({"status": "ok"})
 BREAKERS = b"/api/v1/resilience/circuit-breakers"
 USAGE = b"/api/v1/resilience/rate-limit/user/"
 BREAKER_ACTIONS = ("force-open", "force-close", "reset")
-
-
-class MethodNotAllowed(ProxyError):
-    status = 405
-    code = "method_not_allowed"
 
 
 def _only(head: RequestHead, *methods: bytes) -> None:
@@ -176,14 +178,6 @@ async def websocket_only(
 ) -> None:
     """A plain request to a WebSocket path (a real upgrade never reaches the pipeline)."""
     raise UpgradeRequired("this path speaks WebSocket: send an Upgrade request")
-
-
-class UpgradeRequired(ProxyError):
-    status = 426
-    code = "upgrade_required"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers=[("Upgrade", "websocket")])
 
 
 WEBSOCKET_PATHS = {b"/api/v1/ws/notifications": "notifications", b"/api/v1/ws/alerts": "alerts"}

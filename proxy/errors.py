@@ -5,6 +5,8 @@
     ├── AuthRequired            401 invalid_token   (WWW-Authenticate: Bearer)
     ├── Forbidden               403 forbidden
     ├── NotFound                404 not_found / no_route / unknown_breaker
+    ├── MethodNotAllowed        405 method_not_allowed (Allow)
+    ├── UpgradeRequired         426 upgrade_required (a WebSocket path without Upgrade)
     ├── BadRequest              400 bad_request / unknown_action / invalid_event
     ├── RequestTimeout          408 request_timeout (headers too slow)
     ├── BodyTooLarge            413 body_too_large
@@ -78,6 +80,19 @@ class Forbidden(ProxyError):
 class NotFound(ProxyError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class UpgradeRequired(ProxyError):
+    status = 426
+    code = "upgrade_required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("Upgrade", "websocket")])
 
 
 class BadRequest(ProxyError):

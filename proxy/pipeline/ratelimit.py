@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from policies.model import EndpointLimitPolicy, RateLimitsPolicy
 from proxy.core.identity import Identity
 from proxy.core.window import Decision, LimitCheck, RuleResult, most_restrictive
-from proxy.errors import RateLimited
+from proxy.errors import RateLimited, retry_after_value
 from proxy.storage.base import LimitStore
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class RateLimiter:
             raise RateLimited(
                 f"rate limit '{rule}' exceeded",
                 headers=[(k.decode(), v.decode()) for k, v in headers]
-                + [("Retry-After", str(max(1, math.ceil(wait))))],
+                + [("Retry-After", retry_after_value(wait))],
                 rule=rule,
                 retry_after_s=round(wait, 3),
             )

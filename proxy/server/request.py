@@ -10,9 +10,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from proxy.core.headers import Headers
 from proxy.errors import BadRequest, BodyTooLarge, ProxyError
-
-Headers = list[tuple[bytes, bytes]]
 
 HIGH_WATER = 256 * 1024
 

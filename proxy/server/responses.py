@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from proxy.core.headers import Headers
 from proxy.errors import ProxyError
-
-Headers = list[tuple[bytes, bytes]]
 
 _STATUS_LINES: dict[int, bytes] = {}
 

@@ -14,9 +14,7 @@ from typing import cast
 
 import httptools
 
-from proxy.core.headers import HOP_BY_HOP
-
-Headers = list[tuple[bytes, bytes]]
+from proxy.core.headers import HOP_BY_HOP, Headers
 
 
 class UpstreamFailure(Exception):

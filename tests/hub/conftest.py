@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +19,6 @@ from tests.hub.hubkit import (
     RunningHub,
     UpgradeProtocol,
 )
-from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -55,18 +54,3 @@ async def make_hub() -> AsyncIterator[HubFactory]:
         server.close()
         await hub.close()
         await server.wait_closed()
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("hub-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.ensure_running()
-    redis_server.command("FLUSHALL")
-    return redis_server.url

@@ -14,13 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.processes import free_port
+
 READY_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

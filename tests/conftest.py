@@ -1,4 +1,5 @@
-"""A real redis-server for the storage tests: one per session, empty at each test's start.
+"""A real redis-server shared by every test that needs one: one per session, empty at each
+test's start.
 
 Outage tests stop or pause `redis_server`; the `redis_url` fixture of the next test brings
 it back, so a failed outage test never breaks the tests after it.
