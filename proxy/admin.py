@@ -159,7 +159,7 @@ async def ingest_event(
     if body is not None:
         body.limit = min(body.limit, MAX_EVENT_BYTES)
         raw = await body.read_all()
-    status, answer = await hub.ingest(raw, head.header(b"authorization"))
+    status, answer = await hub.ingest(raw, head.authorization)
     _json(conn, head, answer, status)
 
 

@@ -60,7 +60,9 @@ class Sidecar:
         self.state = State(metrics=Metrics())
         self.pipeline = Pipeline(self.build(loaded), access_log)
         self.state.hub = self.make_hub(self.runtime)
-        self.server_state = ServerState(self.pipeline.handle, server_limits(loaded))
+        self.server_state = ServerState(
+            self.pipeline.handle, server_limits(loaded), self.pipeline.fast
+        )
         self.server_state.upgrade = self.websocket_takeover
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
@@ -91,6 +93,8 @@ class Sidecar:
             ),
             own_endpoints=own_endpoints(policy.admin.metrics_path),
             state=self.state,
+            metrics=self.state.metrics,
+            max_in_flight=policy.server.max_in_flight,
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
@@ -120,9 +124,7 @@ class Sidecar:
         hub = self.state.hub
         if channel is None or hub is None or head.method != b"GET":
             return None
-        _, client_ip = self.runtime.trusted.forwarded_for(
-            head.peer_ip, head.header(b"x-forwarded-for")
-        )
+        _, client_ip = self.runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
 
         def takeover(transport: asyncio.Transport, raw: bytes, _head: RequestHead) -> None:
             hub.upgrade(transport, raw, channel, client_ip)

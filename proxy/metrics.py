@@ -47,6 +47,10 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+_CODES = {code: str(code) for code in range(100, 600)}
+"""Status code labels, made once rather than per request."""
+
+
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
 
@@ -65,14 +69,6 @@ class HotPathCollector(Collector):
         self.attempts: dict[tuple[str, str], int] = {}
         self.breaker_calls: dict[tuple[str, str], int] = {}
         self.decisions: dict[tuple[str, str], int] = {}
-
-    def observe(self, route: str, method: str, seconds: float) -> None:
-        key = (route, method)
-        row = self.durations.get(key)
-        if row is None:
-            row = self.durations[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        row[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -157,7 +153,7 @@ class Metrics:
         self.policy_info = Gauge(
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
-        self._method_labels: dict[str, str] = {}
+        self._method_labels: dict[bytes, str] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for channel in CHANNELS:
@@ -194,14 +190,26 @@ class Metrics:
         self.policy_info.labels(sha256).set(1)
 
     # -- requests ----------------------------------------------------------------------------
-    def request_done(self, route: str, method: str, code: int, seconds: float) -> None:
+    def request_done(self, route: str, method: bytes, code: int, seconds: float) -> None:
         label = self._method_labels.get(method)
         if label is None:
-            label = self._method_labels[method] = method_label(method)
+            label = self._method_labels[method] = method_label(method.decode("latin-1"))
         hot = self.hot
-        key = (route, label, str(code))
+        key = (route, label, _CODES.get(code) or str(code))
         hot.requests[key] = hot.requests.get(key, 0) + 1
-        hot.observe(route, label, seconds)
+        row_key = (route, label)
+        row = hot.durations.get(row_key)
+        if row is None:
+            row = hot.durations[row_key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def attempt_answered(self, upstream: str, failed: bool) -> None:
+        """An attempt got an answer: one breaker call and one upstream attempt, by status."""
+        hot = self.hot
+        key = (upstream, "failure" if failed else "success")
+        hot.attempts[key] = hot.attempts.get(key, 0) + 1
+        hot.breaker_calls[key] = hot.breaker_calls.get(key, 0) + 1
 
     def upstream_attempt(self, upstream: str, outcome: str) -> None:
         attempts = self.hot.attempts

@@ -90,11 +90,13 @@ DEADLINE = RetryDecision(False, 0.0, "deadline")
 class RetryPlanner:
     """One upstream's retry policy, compiled once per policy load."""
 
-    __slots__ = ("_methods", "_rand", "_retry_on", "policy")
+    __slots__ = ("_methods", "_rand", "_retry_on", "policy", "retry_statuses")
 
     def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> None:
         self.policy = policy
         self._retry_on = OutcomeMatcher.compile(policy.retry_on)
+        self.retry_statuses = self._retry_on.statuses
+        """Statuses that may be retried: any other answer is final without asking `decide`."""
         self._methods = frozenset(method.upper() for method in policy.methods)
         self._rand = rand
 

@@ -199,7 +199,8 @@ class CircuitBreaker:
             self._total_slow_calls += 1
             self.record_failure(permit)
             return
-        current = self._settle(permit)
+        # The closed state's shared permit belongs to the current epoch by construction.
+        current = True if permit is self._pass else self._settle(permit)
         self._total_successes += 1
         if not current:
             return

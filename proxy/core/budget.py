@@ -103,8 +103,9 @@ class RetryBudget:
             self._retries = RollingCounter(policy.window, now)
         self._apply(policy)
 
-    def record_request(self) -> None:
-        self._requests.add(self._clock.monotonic())
+    def record_request(self, now: float | None = None) -> None:
+        """Count a request; `now` saves a clock read when the caller has one."""
+        self._requests.add(self._clock.monotonic() if now is None else now)
 
     def try_spend(self) -> bool:
         """Take one retry from the budget if it has room; False means do not retry."""

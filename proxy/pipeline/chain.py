@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 
+from proxy.core.identity import ANONYMOUS
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.identity import identify, identity_headers
-from proxy.pipeline.resilience import forward_with_resilience
+from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
@@ -32,10 +33,81 @@ UNMATCHED_ROUTE = "none"
 
 
 class Pipeline:
+    """Runs each request through the stages; see the module docstring for the order.
+
+    Two entries: `fast()` takes a request without a body as soon as its head is parsed
+    and drives it by callbacks (stages that must wait hand over to a task); `handle()` is
+    the connection's serving task's way, for everything `fast()` declines.
+    """
+
     def __init__(self, runtime: Runtime, access_log: bool = False) -> None:
         self.runtime = runtime
         self.in_flight = 0
         self.access_log = access_log
+
+    def fast(self, conn: ClientConnection, head: RequestHead) -> bool:
+        """Take a request without a body now; False leaves it to `handle` (nothing done)."""
+        runtime = self.runtime
+        path = head.path
+        if runtime.own_endpoints.match(path) is not None:
+            return False
+        route = runtime.routes.match(path)
+        if route is None or self.in_flight >= runtime.max_in_flight:
+            return False
+        if head.authorization is None:
+            identity = ANONYMOUS
+        else:
+            try:
+                identity = identify(head, runtime)
+            except ProxyError:
+                return False
+        if head.forwarded_for is None:
+            client_ip = head.peer_ip
+            forwarded_for = client_ip.encode()
+        else:
+            forwarded_for, client_ip = runtime.trusted.forwarded_for(
+                head.peer_ip, head.forwarded_for
+            )
+        limits: Headers = []
+        self.in_flight += 1
+        try:
+            limiter = runtime.limiter
+            if limiter.has_rules:
+                decided = limiter.check_now(identity, client_ip, path, head.method)
+                if decided is None:
+                    self.in_flight -= 1
+                    return False  # the store must be awaited: the serving task's way
+                limits = decided
+            exchange = Exchange(
+                conn, head, None, route, runtime, limits, identity_headers(identity),
+                forwarded_for, head.received_at,
+            )  # fmt: skip
+        except ProxyError as error:
+            self.in_flight -= 1
+            self._answer_error(conn, head, error, limits)
+            self._done(conn, head, route.name, runtime)
+            conn.request_done()
+            return True
+        exchange.identity = identity
+        conn.active = exchange
+        exchange.start(self)
+        return True
+
+    def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
+        self.in_flight -= 1
+        conn, head = exchange.client, exchange.head
+        runtime = self.runtime
+        if error is None:
+            identity = exchange.identity
+            if identity is not None and identity.authenticated:
+                runtime.limiter.record_forwarded(identity, head.path)
+        else:
+            self._answer_error(conn, head, error, exchange.extra_headers)
+        self._done(conn, head, exchange.route_name, runtime)
+        conn.request_done()
+
+    def exchange_gone(self, exchange: Exchange) -> None:
+        self.in_flight -= 1
 
     async def handle(
         self, conn: ClientConnection, head: RequestHead, body: RequestBody | None
@@ -53,10 +125,10 @@ class Pipeline:
                 if route is None:
                     raise NotFound(f"no route for {head.path.decode('latin-1')!r}", code="no_route")
                 route_name = route.name
-                if self.in_flight >= runtime.policy.server.max_in_flight:
+                if self.in_flight >= runtime.max_in_flight:
                     raise Overloaded("the sidecar has too many requests in flight")
                 forwarded_for, client_ip = runtime.trusted.forwarded_for(
-                    head.peer_ip, head.header(b"x-forwarded-for")
+                    head.peer_ip, head.forwarded_for
                 )
                 self.in_flight += 1
                 try:
@@ -64,35 +136,40 @@ class Pipeline:
                     limits = await runtime.limiter.check(
                         identity, client_ip, head.path, head.method
                     )
-                    await forward_with_resilience(
-                        conn,
-                        head,
-                        body,
-                        route,
-                        runtime,
-                        limits,
-                        identity_headers(identity),
-                        forwarded_for,
-                    )
+                    exchange = Exchange(
+                        conn, head, body, route, runtime, limits, identity_headers(identity),
+                        forwarded_for, time.monotonic(),
+                    )  # fmt: skip
+                    await exchange.run()
                     runtime.limiter.record_forwarded(identity, head.path)
                 finally:
                     self.in_flight -= 1
         except ProxyError as error:
-            if conn.response_started:
-                conn.abort()
-            else:
-                # A request that passed its limits carries their headers, whatever came after.
-                conn.send_response(head, error.status, error_headers(error) + limits, error.body())
+            self._answer_error(conn, head, error, limits)
+        self._done(conn, head, route_name, runtime)
+
+    @staticmethod
+    def _answer_error(
+        conn: ClientConnection, head: RequestHead, error: ProxyError, limits: Headers
+    ) -> None:
+        if conn.response_started:
+            conn.abort()
+        else:
+            # A request that passed its limits carries their headers, whatever came after.
+            conn.send_response(head, error.status, error_headers(error) + limits, error.body())
+
+    def _done(
+        self, conn: ClientConnection, head: RequestHead, route_name: str, runtime: Runtime
+    ) -> None:
         seconds = time.monotonic() - head.received_at
-        method = head.method.decode("latin-1")
-        runtime.metrics.request_done(route_name, method, conn.status, seconds)
+        runtime.metrics.request_done(route_name, head.method, conn.status, seconds)
         if self.access_log:
             log.info(
                 "request",
                 extra={
                     "request_id": head.request_id.decode("latin-1"),
                     "route": route_name,
-                    "method": method,
+                    "method": head.method.decode("latin-1"),
                     "status": conn.status,
                     "duration_ms": round(seconds * 1000, 3),
                 },

@@ -8,6 +8,8 @@ upstream connection, so the upstream never sees a complete request with a partia
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
 from proxy.errors import ProxyError
@@ -15,6 +17,7 @@ from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.upstream.connection import (
     DROP_ON_RESPONSE,
+    HeadWaiter,
     ResponseHead,
     UpstreamConnection,
     UpstreamFailure,
@@ -32,7 +35,7 @@ def upstream_head(
     identity_headers: Headers,
 ) -> bytes:
     """The request head sent upstream: client headers minus hop-by-hop, plus ours."""
-    named = connection_tokens(head.headers) if head.header(b"connection") is not None else ()
+    named = connection_tokens(head.headers) if head.connection is not None else ()
     parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in head.headers:
         if name in _DROP_ON_REQUEST or name in named:
@@ -88,10 +91,11 @@ def _upload_kept(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> 
 class Attempt:
     """One try against the upstream; holds the connection until relayed or dropped."""
 
-    __slots__ = ("conn", "pool", "response", "uploader")
+    __slots__ = ("conn", "held", "pool", "response", "uploader")
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        self.held = False
         self.conn: UpstreamConnection | None = None
         self.response: ResponseHead | None = None
         self.uploader: asyncio.Task[None] | None = None
@@ -107,7 +111,8 @@ class Attempt:
         """Raises UpstreamFailure (connect, reset, timeout) or the body's own error."""
         conn = await self.pool.acquire()
         self.conn = conn
-        conn.begin(head.method == b"HEAD", timeout)
+        waiter = HeadWaiter()
+        conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter)
         if body is not None and body.error is not None:
             conn.abort()
             raise body.error
@@ -119,19 +124,23 @@ class Attempt:
                 )
             else:
                 _upload_kept(conn, body, head.chunked)
-        assert conn.head is not None
         try:
-            self.response = await conn.head
+            self.response = await waiter.future
         except UpstreamFailure:
             conn.abort()
             if body is not None and body.error is not None:
                 raise body.error from None
+            raise
+        except asyncio.CancelledError:
+            conn.detach()
+            conn.abort()
             raise
         return self.response
 
     def hold(self) -> None:
         """Keep this answer while a retry is prepared; it may still be the one returned."""
         if self.conn is not None:
+            self.held = True
             self.conn.pause_reading()
 
     def drop(self) -> None:
@@ -139,67 +148,117 @@ class Attempt:
         if self.uploader is not None:
             self.uploader.cancel()
         if self.conn is not None:
+            self.conn.detach()
             self.conn.abort()
 
     async def consume(self) -> int:
         """Read the answer to its end and give the connection back; its status."""
         conn, resp = self.conn, self.response
         assert conn is not None and resp is not None
-        conn.pipe(lambda _chunk: None)
+        ended: asyncio.Future[UpstreamFailure | None] = asyncio.get_running_loop().create_future()
+        conn.pipe(None, ended.set_result)
         conn.resume_reading()
-        try:
-            await conn.wait_done()
-        except UpstreamFailure:
+        if await ended is not None:
             conn.abort()
-            return resp.status
-        self.pool.release(conn, resp.keep_alive)
+        else:
+            self.pool.release(conn, resp.keep_alive)
         return resp.status
 
     async def relay(self, client: ClientConnection, head: RequestHead, extra: Headers) -> None:
-        """Stream the answer to the client with flow control both ways."""
-        conn, resp = self.conn, self.response
+        """Stream the answer to the client (see `Relay`), waiting until it has ended."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_end() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        relay = Relay(self, client, on_end)
+        relay.start(head, extra)
+        try:
+            await ended
+        except asyncio.CancelledError:
+            relay.cancel()
+            raise
+
+
+class Relay:
+    """Streams an attempt's answer to the client by callbacks, with flow control both ways.
+
+    When the client's socket is full the upstream socket stops being read, so a slow client
+    holds back a fast upstream instead of filling memory. `on_end` runs once, when the
+    answer has been passed on (or cut off); the upstream connection is then back in its
+    pool or closed.
+    """
+
+    __slots__ = ("attempt", "client", "has_body", "on_end", "paused")
+
+    def __init__(
+        self, attempt: Attempt, client: ClientConnection, on_end: Callable[[], object]
+    ) -> None:
+        self.attempt = attempt
+        self.client = client
+        self.on_end = on_end
+        self.has_body = False
+        self.paused = False
+
+    def start(self, head: RequestHead, extra: Headers) -> None:
+        conn, resp = self.attempt.conn, self.attempt.response
         assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
         if resp.names_hop_headers:
             lines = [name + b": " + value + b"\r\n" for name, value in response_headers(resp)]
         else:
             lines = resp.lines
-        lines.extend(name + b": " + value + b"\r\n" for name, value in extra)
-        has_body = client.send_head_lines(head, resp.status, lines, length)
-        conn.resume_reading()
-        finished = False
-        try:
-            if has_body:
-                paused = False
+        for name, value in extra:
+            lines.append(name + b": " + value + b"\r\n")
+        self.has_body = self.client.send_head_lines(head, resp.status, lines, length)
+        if self.attempt.held:
+            conn.resume_reading()
+        conn.pipe(self._sink if self.has_body else None, self._ended)
 
-                def resume() -> None:
-                    nonlocal paused
-                    paused = False
-                    conn.resume_reading()
+    def _sink(self, chunk: bytes) -> None:
+        client = self.client
+        client.send_body(chunk)
+        if client.write_paused and not self.paused:
+            self.paused = True
+            conn = self.attempt.conn
+            assert conn is not None
+            conn.pause_reading()
+            client.on_resume_writing(self._resume)
 
-                def sink(chunk: bytes) -> None:
-                    nonlocal paused
-                    client.send_body(chunk)
-                    if client.write_paused and not paused:
-                        paused = True
-                        conn.pause_reading()
-                        client.on_resume_writing(resume)
+    def _resume(self) -> None:
+        self.paused = False
+        conn = self.attempt.conn
+        if conn is not None:
+            conn.resume_reading()
 
-                conn.pipe(sink)
-            try:
-                await conn.wait_done()
-            except UpstreamFailure:
-                client.abort()
-                return
-            if has_body:
-                client.end_body()
-            finished = True
-        finally:
-            if self.uploader is not None and not self.uploader.done():
-                # The upstream answered before reading the whole body: don't reuse it.
-                self.uploader.cancel()
-                finished = False
-            if finished:
-                self.pool.release(conn, resp.keep_alive)
-            else:
-                conn.abort()
+    def _ended(self, failure: UpstreamFailure | None) -> None:
+        attempt = self.attempt
+        conn, resp = attempt.conn, attempt.response
+        assert conn is not None and resp is not None
+        finished = failure is None
+        if finished:
+            if self.has_body:
+                self.client.end_body()
+        else:
+            self.client.abort()
+        uploader = attempt.uploader
+        if uploader is not None and not uploader.done():
+            # The upstream answered before reading the whole body: don't reuse it.
+            uploader.cancel()
+            finished = False
+        if finished:
+            attempt.pool.release(conn, resp.keep_alive)
+        else:
+            conn.abort()
+        self.on_end()
+
+    def cancel(self) -> None:
+        """The client is gone: stop reading, cut the upstream connection."""
+        conn = self.attempt.conn
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+        uploader = self.attempt.uploader
+        if uploader is not None and not uploader.done():
+            uploader.cancel()

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def identify(head: RequestHead, runtime: Runtime) -> Identity:
     """`invalid_token: anonymous` turns a bad token into no token; `reject` answers 401."""
-    authorization = head.header(b"authorization")
+    authorization = head.authorization
     if authorization is None:
         return ANONYMOUS
     try:
@@ -40,7 +40,7 @@ def identity_headers(identity: Identity) -> Headers:
 
 def require_token(head: RequestHead, runtime: Runtime) -> Identity:
     """A verified token, whatever `invalid_token` says: the sidecar's own API needs one."""
-    authorization = head.header(b"authorization")
+    authorization = head.authorization
     if authorization is None:
         raise AuthRequired("this endpoint needs a bearer token")
     identity = runtime.verifier.verify(authorization)

@@ -57,7 +57,7 @@ def _endpoint_rule(spec: EndpointLimitPolicy, global_shadow: bool) -> EndpointRu
 
 
 class RateLimiter:
-    __slots__ = ("_endpoints", "_roles", "metrics", "store")
+    __slots__ = ("_endpoints", "_roles", "has_rules", "metrics", "store")
 
     def __init__(self, policy: RateLimitsPolicy, store: LimitStore, metrics: Metrics) -> None:
         shadow = policy.mode == "shadow"
@@ -66,6 +66,8 @@ class RateLimiter:
             for role, rate in policy.roles.items()
         }
         self._endpoints = tuple(_endpoint_rule(spec, shadow) for spec in policy.endpoints)
+        self.has_rules = bool(self._roles or self._endpoints)
+        """False: no request is ever limited, and the limit stage can be skipped."""
         self.store = store
         self.metrics = metrics
 
@@ -90,7 +92,20 @@ class RateLimiter:
         checks = self.checks(identity, client_ip, path, method)
         if not checks:
             return []
-        decision = await self.store.decide(checks)
+        return self._verdict(await self.store.decide(checks))
+
+    def check_now(
+        self, identity: Identity, client_ip: str, path: bytes, method: bytes
+    ) -> Headers | None:
+        """`check` without waiting when the store can decide at once; else None, and
+        nothing was checked or recorded."""
+        checks = self.checks(identity, client_ip, path, method)
+        if not checks:
+            return []
+        decision = self.store.decide_now(checks)
+        return None if decision is None else self._verdict(decision)
+
+    def _verdict(self, decision: Decision) -> Headers:
         metrics = self.metrics
         for result in decision.results:
             metrics.rate_limit_decision(result.rule, result.outcome)

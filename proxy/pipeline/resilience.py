@@ -1,4 +1,4 @@
-"""The attempt loop: breaker, send, classify, retry (budget permitting), relay.
+"""The attempt loop of one forwarded request: breaker, send, classify, retry, relay.
 
 Rules it keeps (CONTRACT 5 and 9):
 - every attempt passes the upstream's breaker; an open breaker answers at once and stops
@@ -9,15 +9,24 @@ Rules it keeps (CONTRACT 5 and 9):
 - retries draw on the upstream's retry budget; a retry over budget is not made;
 - the route's `timeout` is a deadline for all attempts together;
 - an upstream answer is passed through as it is once retries are over.
+
+The decisions are plain methods of `Exchange`; two drivers call them. `start()` makes the
+first attempt by callbacks when the request has no body and a warm connection is idle
+(most requests): no task wakes between the client's bytes and the upstream's answer. The
+coroutine `run()` is the general loop (bodies, new connections, waits between retries);
+the callback driver hands over to it when an attempt is to be retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.core.backoff import parse_retry_after
+from proxy.core.breaker import Permit
+from proxy.core.identity import Identity
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
 from proxy.core.routing import Route
 from proxy.errors import (
@@ -27,13 +36,28 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.pipeline.forward import Attempt, upstream_head
+from proxy.pipeline.forward import Attempt, Relay, upstream_head
 from proxy.pipeline.runtime import Runtime
-from proxy.upstream.connection import AttemptTimeout, ConnectFailure, UpstreamFailure
+from proxy.upstream.connection import (
+    AttemptTimeout,
+    ConnectFailure,
+    ResponseHead,
+    UpstreamFailure,
+)
 
 if TYPE_CHECKING:
     from proxy.server.http11 import ClientConnection
     from proxy.server.request import Headers, RequestBody, RequestHead
+
+log = logging.getLogger("proxy.server")
+
+
+class ExchangeOwner(Protocol):
+    """Told how an exchange driven by callbacks ended (the pipeline, which answers)."""
+
+    def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None: ...
+
+    def exchange_gone(self, exchange: Exchange) -> None: ...
 
 
 def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
@@ -42,119 +66,311 @@ def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
     return UpstreamUnavailable(f"upstream '{name}' is unavailable")
 
 
-async def forward_with_resilience(
-    conn: ClientConnection,
-    head: RequestHead,
-    body: RequestBody | None,
-    route: Route,
-    runtime: Runtime,
-    extra_headers: Headers,
-    identity_headers: Headers,
-    client_ip_forwarded: bytes,
-) -> None:
-    name = route.upstream.name
-    pool = runtime.pools[name]
-    guard = runtime.guards[name]
-    if pool.full:
-        raise Overloaded(f"upstream '{name}' has too many requests in flight")
-    proto = b"http"
-    if runtime.trusted.is_trusted(head.peer_ip):
-        proto = head.header(b"x-forwarded-proto") or b"http"
-    head_bytes = upstream_head(
-        head, route.upstream_target(head.target), client_ip_forwarded, proto, identity_headers
+class Exchange:
+    """One forwarded request and its attempts; `close()` runs exactly once at the end."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_no",
+        "body",
+        "breaker",
+        "budget",
+        "client",
+        "deadline",
+        "extra_headers",
+        "has_key",
+        "head",
+        "head_bytes",
+        "identity",
+        "kept",
+        "last_failure",
+        "method",
+        "metrics",
+        "name",
+        "owner",
+        "permit",
+        "planner",
+        "pool",
+        "refused_retry_after",
+        "relay",
+        "route_name",
+        "sent_at",
+        "task",
     )
-    metrics = runtime.metrics
-    breaker, budget, planner = guard.breaker, guard.budget, guard.planner
-    method = head.method.decode("latin-1")
-    has_key = head.header(b"idempotency-key") is not None
-    safe_to_resend = method in planner.policy.methods or has_key
-    started = time.monotonic()
-    deadline = started + route.deadline_s if route.deadline_s is not None else None
-    if head.expect_continue:
-        conn.send_continue()
-    budget.record_request()
-    pool.in_flight += 1
-    kept: Attempt | None = None  # the last answer, returned if retries stop
-    last_failure: ProxyError | None = None
-    attempt_no = 0
-    try:
-        while True:
-            attempt_no += 1
-            permit = breaker.allow()
-            if not permit.allowed:
-                metrics.breaker_call(name, "rejected")
-                if kept is not None:
-                    await kept.relay(conn, head, extra_headers)
-                    return
-                if last_failure is not None:
-                    raise last_failure
-                raise CircuitOpen(name, permit.retry_after_s or 1.0)
-            if permit.shadow_rejected:
-                metrics.breaker_call(name, "shadow_rejected")
-            if kept is not None:
-                kept.drop()
-                kept = None
-            attempt = Attempt(pool)
-            sent_at = time.monotonic()
-            timeout = pool.policy.timeout
-            if deadline is not None:
-                timeout = max(0.001, min(timeout, deadline - sent_at))
-            status = 0
-            retry_after: float | None = None
-            try:
-                response = await attempt.send(head, head_bytes, body, attempt_no == 1, timeout)
-            except UpstreamFailure as failure:
-                kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-                breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
-                metrics.breaker_call(name, "failure")
-                metrics.upstream_attempt(name, attempt_label(kind, True))
-                last_failure = _failure_error(name, kind)
-                sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
-                if sent and not safe_to_resend:
-                    # Reset after sending: the upstream may have acted on it; never resend.
-                    raise last_failure from None
-            except BaseException:
-                breaker.release(permit)
-                raise
-            else:
-                kind = STATUS
-                status = response.status
-                failed = status >= 500
-                breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
-                metrics.breaker_call(name, "failure" if failed else "success")
-                metrics.upstream_attempt(name, attempt_label(STATUS, failed))
-                kept = attempt
-                last_failure = None
-                value = response.header(b"retry-after")
-                if value is not None:
-                    retry_after = parse_retry_after(value, time.time())
-            decision = planner.decide(
-                attempt_no, kind, status, method,
-                has_idempotency_key=has_key,
-                body_replayable=body is None or body.error is None,
-                retry_after=retry_after,
-                time_left=None if deadline is None else deadline - time.monotonic(),
-            )  # fmt: skip
-            if not decision.retry:
-                break
-            if not budget.try_spend():
-                metrics.retry_refused_by_budget(name)
-                break
-            if breaker.state in ("open", "forced_open") and breaker.policy.mode == "enforce":
-                break
-            metrics.retry(name, decision.reason)
-            if kept is not None:
-                kept.hold()
-            if body is not None:
-                await body.wait_complete()
-            await asyncio.sleep(decision.delay)
-        if kept is not None:
-            await kept.relay(conn, head, extra_headers)
-            kept = None
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        head: RequestHead,
+        body: RequestBody | None,
+        route: Route,
+        runtime: Runtime,
+        extra_headers: Headers,
+        identity_headers: Headers,
+        forwarded_for: bytes,
+        now: float,
+    ) -> None:
+        """Raises Overloaded when the upstream has `max_in_flight` requests already."""
+        name = route.upstream.name
+        pool = runtime.pools[name]
+        if pool.full:
+            raise Overloaded(f"upstream '{name}' has too many requests in flight")
+        guard = runtime.guards[name]
+        self.name = name
+        self.route_name = route.name
+        self.client = client
+        self.head = head
+        self.body = body
+        self.pool = pool
+        self.breaker, self.budget, self.planner = guard.breaker, guard.budget, guard.planner
+        self.metrics = runtime.metrics
+        self.extra_headers = extra_headers
+        proto = head.forwarded_proto
+        if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
+            proto = b"http"
+        target = route.base + head.target if not route.strip_prefix else None
+        self.head_bytes = upstream_head(
+            head, target or route.upstream_target(head.target), forwarded_for, proto,
+            identity_headers,
+        )  # fmt: skip
+        self.method = head.method.decode("latin-1")
+        self.has_key = head.idempotency_key is not None
+        deadline_s = route.deadline_s
+        self.deadline = None if deadline_s is None else now + deadline_s
+        self.attempt_no = 0
+        self.kept: Attempt | None = None  # the last answer, returned if retries stop
+        self.last_failure: ProxyError | None = None
+        self.refused_retry_after: float | None = None
+        self.attempt: Attempt | None = None
+        self.permit: Permit | None = None
+        self.sent_at = 0.0
+        self.relay: Relay | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.owner: ExchangeOwner | None = None
+        self.identity: Identity | None = None
+        self.budget.record_request(now)
+        pool.in_flight += 1
+
+    # -- decisions (both drivers) -----------------------------------------------------------
+    def _next_permit(self) -> Permit | None:
+        """The breaker's permit for the next attempt; None when it refuses."""
+        self.attempt_no += 1
+        permit = self.breaker.allow()
+        if not permit.allowed:
+            self.metrics.breaker_call(self.name, "rejected")
+            self.refused_retry_after = permit.retry_after_s or 1.0
+            return None
+        if permit.shadow_rejected:
+            self.metrics.breaker_call(self.name, "shadow_rejected")
+        if self.kept is not None:
+            self.kept.drop()
+            self.kept = None
+        return permit
+
+    def _timeout(self, now: float) -> float:
+        timeout = self.pool.policy.timeout
+        if self.deadline is not None:
+            timeout = max(0.001, min(timeout, self.deadline - now))
+        return timeout
+
+    def _judge_response(self, permit: Permit, attempt: Attempt, sent_at: float) -> float | None:
+        """Record an answer; the wait before a retry, or None to stop here."""
+        response = attempt.response
+        assert response is not None
+        status = response.status
+        self.breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
+        self.metrics.attempt_answered(self.name, status >= 500)
+        self.kept = attempt
+        self.last_failure = None
+        if status not in self.planner.retry_statuses:
+            return None
+        value = response.header(b"retry-after")
+        retry_after = None if value is None else parse_retry_after(value, time.time())
+        return self._plan(STATUS, status, retry_after)
+
+    def _judge_failure(
+        self, permit: Permit, failure: UpstreamFailure, sent_at: float
+    ) -> float | None:
+        """Record a failed attempt; raises when it must not be sent again."""
+        kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
+        self.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
+        self.metrics.breaker_call(self.name, "failure")
+        self.metrics.upstream_attempt(self.name, attempt_label(kind, True))
+        self.last_failure = _failure_error(self.name, kind)
+        sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
+        if sent and not self.has_key and self.method not in self.planner.policy.methods:
+            # Reset after sending: the upstream may have acted on it; never resend.
+            raise self.last_failure from None
+        return self._plan(kind, 0, None)
+
+    def _plan(self, kind: OutcomeKind, status: int, retry_after: float | None) -> float | None:
+        body = self.body
+        decision = self.planner.decide(
+            self.attempt_no, kind, status, self.method,
+            has_idempotency_key=self.has_key,
+            body_replayable=body is None or body.error is None,
+            retry_after=retry_after,
+            time_left=None if self.deadline is None else self.deadline - time.monotonic(),
+        )  # fmt: skip
+        if not decision.retry:
+            return None
+        if not self.budget.try_spend():
+            self.metrics.retry_refused_by_budget(self.name)
+            return None
+        breaker = self.breaker
+        if breaker.state in ("open", "forced_open") and breaker.policy.mode == "enforce":
+            return None
+        self.metrics.retry(self.name, decision.reason)
+        if self.kept is not None:
+            self.kept.hold()
+        return decision.delay
+
+    def _outcome_error(self) -> ProxyError:
+        """What the client gets when retries stop with no upstream answer kept."""
+        if self.last_failure is not None:
+            return self.last_failure
+        return CircuitOpen(self.name, self.refused_retry_after or 1.0)
+
+    def close(self) -> None:
+        if self.kept is not None:
+            self.kept.drop()
+            self.kept = None
+        self.pool.in_flight -= 1
+
+    # -- the general driver -------------------------------------------------------------------
+    async def run(self, delay: float | None = None) -> None:
+        """All attempts as a coroutine; `delay`: go on after a first attempt by callbacks."""
+        body = self.body
+        try:
+            if self.head.expect_continue and self.attempt_no == 0:
+                self.client.send_continue()
+            if delay is not None:
+                await asyncio.sleep(delay)
+            while True:
+                permit = self._next_permit()
+                if permit is None:
+                    break
+                attempt = Attempt(self.pool)
+                sent_at = time.monotonic()
+                try:
+                    await attempt.send(
+                        self.head, self.head_bytes, body, self.attempt_no == 1,
+                        self._timeout(sent_at),
+                    )  # fmt: skip
+                except UpstreamFailure as failure:
+                    delay = self._judge_failure(permit, failure, sent_at)
+                except BaseException:
+                    self.breaker.release(permit)
+                    raise
+                else:
+                    delay = self._judge_response(permit, attempt, sent_at)
+                if delay is None:
+                    break
+                if body is not None:
+                    await body.wait_complete()
+                await asyncio.sleep(delay)
+            kept, self.kept = self.kept, None
+            if kept is None:
+                raise self._outcome_error()
+            await kept.relay(self.client, self.head, self.extra_headers)
+        finally:
+            self.close()
+
+    # -- the callback driver ----------------------------------------------------------------
+    def start(self, owner: ExchangeOwner) -> None:
+        """Drive a request without a body; `owner` hears how it ended."""
+        self.owner = owner
+        conn = None if self.head.expect_continue else self.pool.take_idle()
+        if conn is None:
+            self._hand_over(None)
             return
-        assert last_failure is not None
-        raise last_failure
-    finally:
-        if kept is not None:
-            kept.drop()
-        pool.in_flight -= 1
+        permit = self._next_permit()
+        if permit is None:
+            self.pool.release(conn, True)
+            self._finish(self._outcome_error())
+            return
+        self.permit = permit
+        attempt = self.attempt = Attempt(self.pool)
+        attempt.conn = conn
+        self.sent_at = now = self.head.received_at
+        timeout = self.pool.policy.timeout if self.deadline is None else self._timeout(now)
+        conn.begin(self.head.method == b"HEAD", now + timeout, self)
+        conn.write(self.head_bytes)
+
+    def response_head(self, head: ResponseHead) -> None:
+        attempt, permit = self.attempt, self.permit
+        assert attempt is not None and permit is not None
+        self.permit = None
+        attempt.response = head
+        delay = self._judge_response(permit, attempt, self.sent_at)
+        if delay is not None:
+            self._hand_over(delay)
+            return
+        kept, self.kept = self.kept, None
+        assert kept is not None
+        self.relay = Relay(kept, self.client, self._relayed)
+        self.relay.start(self.head, self.extra_headers)
+
+    def _relayed(self) -> None:
+        self.relay = None
+        self.pool.in_flight -= 1  # close(), with nothing kept
+        assert self.owner is not None
+        self.owner.exchange_done(self, None)
+
+    def response_failed(self, failure: UpstreamFailure) -> None:
+        attempt, permit = self.attempt, self.permit
+        assert attempt is not None and permit is not None
+        self.permit = None
+        if attempt.conn is not None:
+            attempt.conn.abort()
+        try:
+            delay = self._judge_failure(permit, failure, self.sent_at)
+        except ProxyError as error:
+            self._finish(error)
+            return
+        if delay is None:
+            self._finish(self._outcome_error())
+        else:
+            self._hand_over(delay)
+
+    def _finish(self, error: ProxyError | None) -> None:
+        self.close()
+        assert self.owner is not None
+        self.owner.exchange_done(self, error)
+
+    def _hand_over(self, delay: float | None) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run_for_owner(delay))
+
+    async def _run_for_owner(self, delay: float | None) -> None:
+        owner = self.owner
+        assert owner is not None
+        try:
+            await self.run(delay)
+        except ProxyError as error:
+            owner.exchange_done(self, error)
+        except asyncio.CancelledError:
+            owner.exchange_gone(self)
+            raise
+        except Exception:
+            log.exception("forwarding failed", extra={"request_id": self.head.request_id.decode()})
+            owner.exchange_done(self, ProxyError("internal error"))
+        else:
+            owner.exchange_done(self, None)
+
+    def cancel(self) -> None:
+        """The client went away: stop, free what the exchange holds, count nothing more."""
+        if self.task is not None:
+            self.task.cancel()
+            return
+        if self.relay is not None:
+            self.relay.cancel()
+            self.relay = None
+        elif self.permit is not None:
+            self.breaker.release(self.permit)
+            self.permit = None
+            if self.attempt is not None and self.attempt.conn is not None:
+                self.attempt.conn.detach()
+                self.attempt.conn.abort()
+        self.close()
+        assert self.owner is not None
+        self.owner.exchange_gone(self)

@@ -171,11 +171,10 @@ class Runtime:
     limiter: RateLimiter
     own_endpoints: OwnRoutes[OwnEndpoint]
     state: State
+    metrics: Metrics
+    max_in_flight: int
+    """`server.max_in_flight`, read on every request."""
 
     @property
     def policy(self) -> Policy:
         return self.loaded.policy
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.state.metrics

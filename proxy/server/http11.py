@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -34,14 +34,20 @@ from proxy.errors import (
     RequestTimeout,
 )
 from proxy.server.request import Headers, RequestBody, RequestHead
-from proxy.server.responses import JSON, body_forbidden, error_headers, status_line
+from proxy.server.responses import JSON, STATUS_LINES, error_headers, status_line
 
 log = logging.getLogger("proxy.server")
 
 Handler = Callable[["ClientConnection", RequestHead, "RequestBody | None"], Awaitable[None]]
+FastHandler = Callable[["ClientConnection", RequestHead], bool]
+"""Takes a request without a body at once (True) or leaves it to the serving task."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
 MAX_PIPELINED = 16
+_NOTED = frozenset(
+    {b"authorization", b"x-forwarded-for", b"x-forwarded-proto", b"idempotency-key", b"connection"}
+)
+"""Headers whose first value `RequestHead` keeps as an attribute."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +58,18 @@ class ServerLimits:
     keepalive_timeout: float = 75.0
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
 class ServerState:
     """What every connection of one listener shares; `limits` and `handler` swap on reload."""
 
-    def __init__(self, handler: Handler, limits: ServerLimits) -> None:
+    def __init__(
+        self, handler: Handler, limits: ServerLimits, fast: FastHandler | None = None
+    ) -> None:
         self.handler = handler
+        self.fast = fast
         self.limits = limits
         self.upgrade: Callable[[RequestHead], UpgradeHandler | None] = lambda head: None
         self.connections: set[ClientConnection] = set()
@@ -106,14 +119,15 @@ class ClientConnection(asyncio.Protocol):
         "_task",
         "_url",
         "_waiter",
-        "_write_paused",
         "_write_waiters",
+        "active",
         "busy",
         "chunked_out",
         "peer_ip",
         "state",
         "status",
         "transport",
+        "write_paused",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -131,12 +145,13 @@ class ClientConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._read_paused = False
-        self._write_paused = False
+        self.write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._response_started = False
         self._closing_after = False
         self._held: bytes | None = None
         self.busy = False
+        self.active: Cancellable | None = None
         self.chunked_out = False
         self.status = 0
 
@@ -160,6 +175,9 @@ class ClientConnection(asyncio.Protocol):
                 body.abort()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        active, self.active = self.active, None
+        if active is not None:
+            active.cancel()
         self._wake()
         for waiter in self._write_waiters:
             if not waiter.done():
@@ -183,10 +201,10 @@ class ClientConnection(asyncio.Protocol):
             self._fail(BadRequest(f"malformed request: {error}"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         waiters, self._write_waiters = self._write_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -197,20 +215,19 @@ class ClientConnection(asyncio.Protocol):
         self._url = []
         self._headers = []
         self._head_size = 0
-        self._head_started = time.monotonic()
+        self._head_started = self._last_activity
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
-        self._count_head(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        self._headers.append((name.lower(), value))
-
-    def _count_head(self, n: int) -> None:
-        self._head_size += n
+        self._head_size += len(url)
         if self._head_size > self.state.limits.max_header_bytes:
             raise _Reject(HeadersTooLarge("request head is too large"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.state.limits.max_header_bytes:
+            raise _Reject(HeadersTooLarge("request head is too large"))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._head_started = None
@@ -222,11 +239,22 @@ class ClientConnection(asyncio.Protocol):
             http_version=parser.get_http_version(),
             keep_alive=parser.should_keep_alive(),
             peer_ip=self.peer_ip,
-            received_at=time.monotonic(),
+            received_at=self._last_activity,
         )
         limits = self.state.limits
         for name, value in self._headers:
-            if name == b"content-length":
+            if name in _NOTED:
+                if name == b"authorization":
+                    head.authorization = head.authorization or value
+                elif name == b"x-forwarded-for":
+                    head.forwarded_for = head.forwarded_for or value
+                elif name == b"x-forwarded-proto":
+                    head.forwarded_proto = head.forwarded_proto or value
+                elif name == b"idempotency-key":
+                    head.idempotency_key = head.idempotency_key or value
+                else:
+                    head.connection = head.connection or value
+            elif name == b"content-length":
                 head.content_length = int(value)
             elif name == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
@@ -243,8 +271,18 @@ class ClientConnection(asyncio.Protocol):
         if parser.should_upgrade():
             head.websocket = True
         body: RequestBody | None = None
-        if head.has_body:
+        if head.chunked or head.content_length:
             body = RequestBody(limits.max_body_bytes, self._pause_reading, self._resume_reading)
+        elif not self.busy and not self._pending and not head.websocket:
+            fast = self.state.fast
+            if fast is not None and self.transport is not None and not self.transport.is_closing():
+                self.busy = True
+                self._response_started = False
+                self.chunked_out = False
+                self._closing_after = not head.keep_alive or self.state.draining
+                if fast(self, head):
+                    return
+                self.busy = False
         self._body = body
         self._pending.append((head, body))
         if len(self._pending) >= MAX_PIPELINED:
@@ -267,7 +305,7 @@ class ClientConnection(asyncio.Protocol):
     async def _serve(self) -> None:
         """Answer the parsed requests one by one, in order (pipelining)."""
         while self.transport is not None and not self.transport.is_closing():
-            if not self._pending:
+            if not self._pending or self.busy:
                 self._waiter = self._loop.create_future()
                 try:
                     await self._waiter
@@ -277,10 +315,7 @@ class ClientConnection(asyncio.Protocol):
             head, body = self._pending.popleft()
             if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
                 self._resume_reading()
-            self.busy = True
-            self._response_started = False
-            self.chunked_out = False
-            self._closing_after = not head.keep_alive or self.state.draining
+            self._begin_response(head)
             try:
                 await self.state.handler(self, head, body)
             except asyncio.CancelledError:
@@ -299,6 +334,25 @@ class ClientConnection(asyncio.Protocol):
             if self._closing_after or self.state.draining:
                 self.close()
                 return
+
+    def _begin_response(self, head: RequestHead) -> None:
+        self.busy = True
+        self._response_started = False
+        self.chunked_out = False
+        self._closing_after = not head.keep_alive or self.state.draining
+
+    def request_done(self) -> None:
+        """A request taken by the fast handler has been answered: serve the next one."""
+        self.busy = False
+        self.active = None
+        self._last_activity = time.monotonic()
+        if self._closing_after or self.state.draining:
+            self.close()
+        elif self._pending:
+            if self._task is None:
+                self._task = self._loop.create_task(self._serve())
+            else:
+                self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -370,12 +424,8 @@ class ClientConnection(asyncio.Protocol):
     def response_started(self) -> bool:
         return self._response_started
 
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
     async def drain(self) -> None:
-        if self._write_paused and self.transport is not None:
+        if self.write_paused and self.transport is not None:
             waiter = asyncio.get_running_loop().create_future()
             self._write_waiters.append(waiter)
             await waiter
@@ -409,9 +459,11 @@ class ClientConnection(asyncio.Protocol):
         """
         self._response_started = True
         self.status = status
-        no_body = body_forbidden(status, head.method)
+        method = head.method
+        # RFC 9112 6.3: these responses never have a body, whatever their headers say.
+        no_body = method == b"HEAD" or status < 200 or status == 204 or status == 304
         out = lines
-        if not no_body or head.method == b"HEAD":
+        if not no_body or method == b"HEAD":
             if length is not None:
                 out.append(b"Content-Length: %d\r\n" % length)
             elif not no_body:
@@ -427,7 +479,7 @@ class ClientConnection(asyncio.Protocol):
         elif head.http_version == "1.0":
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
-        rendered = status_line(status) + b"".join(out)
+        rendered = (STATUS_LINES.get(status) or status_line(status)) + b"".join(out)
         if no_body:
             if self.transport is not None:
                 self.transport.write(rendered)

@@ -20,11 +20,16 @@ class RequestHead:
     """What the server parsed before the body: method, target, headers (names lower-cased)."""
 
     __slots__ = (
+        "authorization",
         "chunked",
+        "connection",
         "content_length",
         "expect_continue",
+        "forwarded_for",
+        "forwarded_proto",
         "headers",
         "http_version",
+        "idempotency_key",
         "keep_alive",
         "method",
         "path",
@@ -61,6 +66,13 @@ class RequestHead:
         self.expect_continue = False
         self.websocket = False
         self.request_id = b""
+        # The first value of headers every forwarded request looks at, found while parsing
+        # so that no stage scans the header list again.
+        self.authorization: bytes | None = None
+        self.forwarded_for: bytes | None = None
+        self.forwarded_proto: bytes | None = None
+        self.idempotency_key: bytes | None = None
+        self.connection: bytes | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name lower-case)."""

@@ -7,24 +7,20 @@ from http import HTTPStatus
 from proxy.core.headers import Headers
 from proxy.errors import ProxyError
 
-_STATUS_LINES: dict[int, bytes] = {}
+STATUS_LINES: dict[int, bytes] = {}
+"""Status lines made so far (look here first: a dict lookup is cheaper than a call)."""
 
 
 def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
+    line = STATUS_LINES.get(status)
     if line is None:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = "Unknown"
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
-        _STATUS_LINES[status] = line
+        STATUS_LINES[status] = line
     return line
-
-
-def body_forbidden(status: int, method: bytes) -> bool:
-    """RFC 9112 6.3: these responses never have a body, whatever their headers say."""
-    return method == b"HEAD" or status < 200 or status in (204, 304)
 
 
 JSON = (b"Content-Type", b"application/json")

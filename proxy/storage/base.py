@@ -71,6 +71,13 @@ class LimitStore(Protocol):
         """Check one request against every rule; record it in all of them only if all admit."""
         ...
 
+    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
+        """`decide` without waiting, when this store can (memory); None: await `decide`.
+
+        None has no side effect: nothing was checked or recorded.
+        """
+        ...
+
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         """Count a forwarded request; never waits, never raises (best effort)."""
         ...

@@ -118,6 +118,10 @@ class FallbackStore:
         self.fallback_active = False
         self._last_cause: BaseException | None = None
 
+    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
+        """Never: even in fallback, the breaker's probe decides whether Redis is asked."""
+        return None
+
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
         if not checks:
             return ADMIT_ALL

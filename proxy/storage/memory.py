@@ -176,6 +176,9 @@ class MemoryStore:
         return len(self._logs)
 
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
+        return self.decide_now(checks)
+
+    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision:
         if not checks:
             return ADMIT_ALL
         now = self._clock.monotonic()

@@ -170,6 +170,10 @@ class RedisStore:
     def from_policy(cls, policy: StoragePolicy, *, prefix: str = DEFAULT_PREFIX) -> RedisStore:
         return cls.from_url(policy.redis_url, timeout=policy.timeout, prefix=prefix)
 
+    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
+        """Never: every decision is a round trip to Redis."""
+        return None
+
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
         if not checks:
             return ADMIT_ALL

@@ -1,16 +1,18 @@
 """One keep-alive connection to an upstream, as an asyncio protocol parsing with llhttp.
 
-An exchange is: `begin()`, write the request, await `head`, then either `pipe()` the body to
-the client (callbacks, no await per chunk) or `discard()` it. Failures become the outcome
-exceptions below; `proxy.errors` is chosen by the forwarding layer, which knows whether a
-retry follows.
+An exchange is driven by callbacks, not futures, so a forwarded request can run from the
+client's bytes to the upstream's answer without waking a task: `begin()` with a
+`ResponseListener`, write the request, get `response_head()` (or `response_failed()`),
+then `pipe()` the body to a sink and hear its end. Failures are the outcome exceptions
+below; `proxy.errors` is chosen by the forwarding layer, which knows whether a retry follows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -91,35 +93,100 @@ class ResponseHead:
         return None
 
 
+class ResponseListener(Protocol):
+    """Hears how the head phase of an exchange ends: exactly one of the two, once."""
+
+    def response_head(self, head: ResponseHead) -> None: ...
+
+    def response_failed(self, failure: UpstreamFailure) -> None: ...
+
+
+BodyEnd = Callable[[UpstreamFailure | None], None]
+"""Called once when a piped body ends: None when complete, else why it broke off."""
+
+
+class HeadWaiter:
+    """A `ResponseListener` for code that awaits: a future resolved by the head phase."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+
+    def response_head(self, head: ResponseHead) -> None:
+        if not self.future.done():
+            self.future.set_result(head)
+
+    def response_failed(self, failure: UpstreamFailure) -> None:
+        if not self.future.done():
+            self.future.set_exception(failure)
+
+
+class HeadTimeouts:
+    """One coarse timer for all of a pool's exchanges still waiting for a response head.
+
+    A timer per attempt (`call_later` and its cancel) cost about 2 us per request here,
+    more than the rest of the attempt's bookkeeping; this costs a dict insert and delete.
+    A timeout is noticed within `TICK_S` of its due time.
+    """
+
+    TICK_S = 0.01
+
+    __slots__ = ("_timer", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: dict[UpstreamConnection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: UpstreamConnection, deadline: float) -> None:
+        self.waiting[conn] = deadline
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
+
+    def unwatch(self, conn: UpstreamConnection) -> None:
+        self.waiting.pop(conn, None)
+
+    def _scan(self) -> None:
+        now = time.monotonic()
+        expired = [conn for conn, deadline in self.waiting.items() if deadline <= now]
+        for conn in expired:
+            del self.waiting[conn]
+            conn.head_timed_out()
+        self._timer = None
+        if self.waiting:
+            self._timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_buffered",
         "_headers",
         "_lines",
-        "_loop",
+        "_listener",
         "_named_hop",
         "_no_body",
+        "_on_end",
         "_on_lost",
         "_parser",
         "_reset_parser",
         "_sink",
-        "_timer",
+        "_timeouts",
         "_write_waiter",
         "complete",
-        "done",
         "failure",
-        "head",
         "lost",
-        "received_any",
         "transport",
     )
 
-    def __init__(self, on_lost: Callable[[UpstreamConnection], None]) -> None:
+    def __init__(
+        self, on_lost: Callable[[UpstreamConnection], None], timeouts: HeadTimeouts
+    ) -> None:
         self._on_lost = on_lost
+        self._timeouts = timeouts
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self.head: asyncio.Future[ResponseHead] | None = None
-        self.done: asyncio.Future[None] | None = None
+        self._listener: ResponseListener | None = None
+        self._on_end: BodyEnd | None = None
         self._headers: Headers = []
         self._lines: list[bytes] = []
         self._named_hop = False
@@ -127,23 +194,20 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered: list[bytes] = []
         self._no_body = False
         self._reset_parser = False
-        self._timer: asyncio.TimerHandle | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self.failure: UpstreamFailure | None = None
         self.complete = False
         self.lost = False
-        self.received_any = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self._loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._cancel_timer()
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(ResetBeforeResponse("upstream closed the connection"))
+        self._timeouts.unwatch(self)
+        if self._listener is not None:
+            self._head_failed(ResetBeforeResponse("upstream closed the connection"))
         elif not self.complete:
             try:
                 # A close-delimited body ends with the connection.
@@ -157,13 +221,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_lost(self)
 
     def data_received(self, data: bytes) -> None:
-        self.received_any = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
             failure = BrokenResponse(f"bad response from upstream: {error}")
-            if self.head is not None and not self.head.done():
-                self.head.set_exception(failure)
+            if self._listener is not None:
+                self._head_failed(failure)
             elif not self.complete:
                 self._fail_body(failure)
             self.abort()
@@ -191,15 +254,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers.append((lower, value))
         if lower not in DROP_ON_RESPONSE:
             self._lines.append(name + b": " + value + b"\r\n")
-        elif lower == b"connection":
+        elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
             tokens = {t.strip().lower() for t in value.split(b",")}
             self._named_hop = self._named_hop or not tokens <= _PLAIN_CONNECTION
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        status = parser.get_status_code()
         if status < 200:
             return  # 1xx: informational, the real answer follows
-        self._cancel_timer()
+        self._timeouts.waiting.pop(self, None)
         content_length: int | None = None
         chunked = False
         for name, value in self._headers:
@@ -212,7 +276,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers,
             content_length,
             chunked,
-            self._parser.should_keep_alive(),
+            parser.should_keep_alive(),
             self._lines,
             self._named_hop,
         )
@@ -220,66 +284,58 @@ class UpstreamConnection(asyncio.Protocol):
             # llhttp cannot be told a response answers HEAD: finish it here and start a
             # fresh parser for the next exchange.
             self._reset_parser = self._no_body
-            self._finish()
-        if self.head is not None and not self.head.done():
-            self.head.set_result(head)
+            self.complete = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.response_head(head)
 
     def on_body(self, chunk: bytes) -> None:
         if self.complete:
             return
         if self._sink is not None:
             self._sink(chunk)
-        else:
+        elif self._on_end is None:
             self._buffered.append(chunk)
 
     def on_message_complete(self) -> None:
         if self._parser.get_status_code() < 200 or self.complete:
             return
-        self._finish()
-
-    def _finish(self) -> None:
         self.complete = True
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        self._end(None)
+
+    def _head_failed(self, failure: UpstreamFailure) -> None:
+        self._timeouts.unwatch(self)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.response_failed(failure)
 
     def _fail_body(self, failure: UpstreamFailure) -> None:
         self.failure = failure
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(failure)
+        self._end(failure)
 
-    async def wait_done(self) -> None:
-        """Until the response body has been fully received (no wait if it already has)."""
-        if self.complete:
-            return
-        if self.failure is not None:
-            raise self.failure
-        self.done = asyncio.get_running_loop().create_future()
-        await self.done
+    def _end(self, failure: UpstreamFailure | None) -> None:
+        on_end = self._on_end
+        if on_end is not None:
+            self._on_end = None
+            self._sink = None
+            on_end(failure)
 
     # -- exchange API ------------------------------------------------------------------------
-    def begin(self, no_body: bool, timeout: float) -> None:
-        """Start an exchange; `timeout` bounds the wait for the response head."""
-        loop = self._loop
-        self.head = loop.create_future()
-        self.done = None
+    def begin(self, no_body: bool, deadline: float, listener: ResponseListener) -> None:
+        """Start an exchange; the response head is due by `deadline` (monotonic)."""
+        self._listener = listener
+        self._on_end = None
         self.failure = None
         self._sink = None
         self._buffered = []
         self._no_body = no_body
         self.complete = False
-        self.received_any = False
-        self._timer = loop.call_later(timeout, self._on_timeout)
+        self._timeouts.watch(self, deadline)
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(AttemptTimeout("upstream did not answer in time"))
+    def head_timed_out(self) -> None:
+        if self._listener is not None:
+            self._head_failed(AttemptTimeout("upstream did not answer in time"))
             self.abort()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -290,12 +346,26 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None:
             await waiter
 
-    def pipe(self, sink: Callable[[bytes], None]) -> None:
-        """Send the body (what came already, then each chunk as it arrives) to `sink`."""
+    def pipe(self, sink: Callable[[bytes], None] | None, on_end: BodyEnd) -> None:
+        """Send the body (what came already, then each chunk) to `sink` (None: discard it);
+        `on_end` hears its end, at once if it has ended already."""
         buffered, self._buffered = self._buffered, []
-        for chunk in buffered:
-            sink(chunk)
+        if sink is not None:
+            for chunk in buffered:
+                sink(chunk)
         self._sink = sink
+        self._on_end = on_end
+        if self.complete:
+            self._end(None)
+        elif self.failure is not None:
+            self._end(self.failure)
+
+    def detach(self) -> None:
+        """Forget the exchange's listeners: nobody waits for this answer any more."""
+        self._timeouts.unwatch(self)
+        self._listener = None
+        self._on_end = None
+        self._sink = None
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -305,17 +375,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
 
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.complete
-            and not self.lost
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
-
     def abort(self) -> None:
-        self._cancel_timer()
+        self._timeouts.unwatch(self)
         if self.transport is not None:
             self.transport.abort()
 

@@ -11,13 +11,13 @@ import contextlib
 from urllib.parse import urlsplit
 
 from policies.model import UpstreamPolicy
-from proxy.upstream.connection import ConnectFailure, UpstreamConnection
+from proxy.upstream.connection import ConnectFailure, HeadTimeouts, UpstreamConnection
 
 MAX_IDLE = 256
 
 
 class UpstreamPool:
-    __slots__ = ("_idle", "host", "host_header", "in_flight", "policy", "port")
+    __slots__ = ("_idle", "host", "host_header", "in_flight", "policy", "port", "timeouts")
 
     def __init__(self, policy: UpstreamPolicy) -> None:
         self.policy = policy
@@ -27,6 +27,7 @@ class UpstreamPool:
         self.host_header = parts.netloc.encode()
         self._idle: list[UpstreamConnection] = []
         self.in_flight = 0
+        self.timeouts = HeadTimeouts()
 
     def reconfigure(self, policy: UpstreamPolicy) -> None:
         """A reload that keeps the URL keeps the warm connections."""
@@ -36,17 +37,25 @@ class UpstreamPool:
     def full(self) -> bool:
         return self.in_flight >= self.policy.max_in_flight
 
-    async def acquire(self) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
+        """A warm connection, if one is idle (no waiting: the fast path's way in)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.transport is not None and not conn.lost and not conn.transport.is_closing():
                 return conn
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        """A warm connection, or a new one within `connect_timeout`."""
+        warm = self.take_idle()
+        if warm is not None:
+            return warm
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(self._forget), self.host, self.port
+                    lambda: UpstreamConnection(self._forget, self.timeouts), self.host, self.port
                 ),
                 self.policy.connect_timeout,
             )
@@ -55,7 +64,15 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
-        if keep_alive and conn.reusable and len(self._idle) < MAX_IDLE:
+        transport = conn.transport
+        if (
+            keep_alive
+            and conn.complete
+            and not conn.lost
+            and transport is not None
+            and not transport.is_closing()
+            and len(self._idle) < MAX_IDLE
+        ):
             self._idle.append(conn)
         else:
             conn.close()
