@@ -47,12 +47,20 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-_CODES = {code: str(code) for code in range(100, 600)}
-"""Status code labels, made once rather than per request."""
-
-
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
+
+
+class RouteSeries:
+    """One (route, method) pair's request counts by status code and its latency histogram."""
+
+    __slots__ = ("codes", "labels", "row")
+
+    def __init__(self, labels: tuple[str, str]) -> None:
+        self.labels = labels
+        self.codes: dict[int, int] = {}
+        self.row = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        """Per-bucket counts (not cumulative), then the +Inf bucket, then the sum."""
 
 
 class HotPathCollector(Collector):
@@ -64,8 +72,8 @@ class HotPathCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.durations: dict[tuple[str, str], list[float]] = {}
+        self.series: dict[tuple[str, str], RouteSeries] = {}
+        """By (route, method label); unknown methods share the label `other`."""
         self.attempts: dict[tuple[str, str], int] = {}
         self.breaker_calls: dict[tuple[str, str], int] = {}
         self.decisions: dict[tuple[str, str], int] = {}
@@ -74,8 +82,10 @@ class HotPathCollector(Collector):
         requests = CounterMetricFamily(
             PREFIX + "requests_total", "Requests answered", labels=["route", "method", "code"]
         )
-        for labels, value in list(self.requests.items()):
-            requests.add_metric(labels, value)
+        series = list(self.series.values())
+        for one in series:
+            for code, value in list(one.codes.items()):
+                requests.add_metric([*one.labels, str(code)], value)
         yield requests
         duration = HistogramMetricFamily(
             PREFIX + "request_duration_seconds",
@@ -83,12 +93,13 @@ class HotPathCollector(Collector):
             labels=["route", "method"],
         )
         bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
-        for labels, row in list(self.durations.items()):
+        for one in series:
+            row = list(one.row)
             cumulative, buckets = 0.0, []
             for bound, count in zip(bounds, row[:-1], strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
-            duration.add_metric(labels, buckets, row[-1])
+            duration.add_metric(list(one.labels), buckets, row[-1])
         yield duration
         for name, doc, label_names, values in (
             ("upstream_attempts_total", "Attempts sent upstream", ["upstream", "outcome"],
@@ -153,7 +164,7 @@ class Metrics:
         self.policy_info = Gauge(
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
-        self._method_labels: dict[bytes, str] = {}
+        self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for channel in CHANNELS:
@@ -191,18 +202,23 @@ class Metrics:
 
     # -- requests ----------------------------------------------------------------------------
     def request_done(self, route: str, method: bytes, code: int, seconds: float) -> None:
-        label = self._method_labels.get(method)
-        if label is None:
-            label = self._method_labels[method] = method_label(method.decode("latin-1"))
-        hot = self.hot
-        key = (route, label, _CODES.get(code) or str(code))
-        hot.requests[key] = hot.requests.get(key, 0) + 1
-        row_key = (route, label)
-        row = hot.durations.get(row_key)
-        if row is None:
-            row = hot.durations[row_key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        series = self._series.get((route, method))
+        if series is None:
+            series = self._new_series(route, method)
+        codes = series.codes
+        codes[code] = codes.get(code, 0) + 1
+        row = series.row
         row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         row[-1] += seconds
+
+    def _new_series(self, route: str, method: bytes) -> RouteSeries:
+        labels = (route, method_label(method.decode("latin-1")))
+        series = self.hot.series.get(labels)
+        if series is None:
+            series = self.hot.series[labels] = RouteSeries(labels)
+        # llhttp accepts a fixed list of methods, so this map stays small.
+        self._series[(route, method)] = series
+        return series
 
     def attempt_answered(self, upstream: str, failed: bool) -> None:
         """An attempt got an answer: one breaker call and one upstream attempt, by status."""

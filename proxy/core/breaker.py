@@ -31,7 +31,7 @@ from policies.model import CircuitBreakerPolicy
 from proxy.clock import Clock
 from proxy.core.budget import RollingCounter
 from proxy.core.events import BreakerTransition
-from proxy.core.outcomes import OutcomeKind, OutcomeMatcher
+from proxy.core.outcomes import STATUS, OutcomeKind, OutcomeMatcher
 
 
 class BreakerState(StrEnum):
@@ -101,6 +101,7 @@ class CircuitBreaker:
         "_opened_at",
         "_opened_at_wall",
         "_pass",
+        "_plain_success_below",
         "_probe_successes",
         "_rate_threshold",
         "_shadow",
@@ -151,6 +152,12 @@ class CircuitBreaker:
         self._slow = policy.slow_call_duration
         self._shadow = policy.mode == "shadow"
         self._rate_threshold = policy.failure_rate_threshold
+        self._plain_success_below = 0
+        if self._slow is None and self._rate_threshold is None:
+            failing = self._failure_on.statuses
+            self._plain_success_below = min(failing) if failing else 600
+        """A closed-state answer with a status below this is a success that changes nothing
+        but two counters (no slow-call or rate rule to consult): the common case, kept short."""
 
     def reconfigure(self, policy: CircuitBreakerPolicy) -> None:
         """Take a reloaded policy, keeping state, epoch and totals.
@@ -187,6 +194,10 @@ class CircuitBreaker:
         self, permit: Permit, kind: OutcomeKind, status: int, duration_s: float
     ) -> None:
         """Record an HTTP attempt, judged by the policy's `failure_on`."""
+        if permit is self._pass and status < self._plain_success_below and kind is STATUS:
+            self._total_successes += 1
+            self._consecutive = 0
+            return
         if self._failure_on.matches(kind, status):
             self.record_failure(permit)
         else:

@@ -79,7 +79,8 @@ class Pipeline:
                     return False  # the store must be awaited: the serving task's way
                 limits = decided
             exchange = Exchange(
-                conn, head, None, route, runtime, limits, identity_headers(identity),
+                conn, head, None, route, runtime, limits,
+                identity_headers(identity) if identity.authenticated else [],
                 forwarded_for, head.received_at,
             )  # fmt: skip
         except ProxyError as error:

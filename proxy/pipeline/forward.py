@@ -36,22 +36,22 @@ def upstream_head(
 ) -> bytes:
     """The request head sent upstream: client headers minus hop-by-hop, plus ours."""
     named = connection_tokens(head.headers) if head.connection is not None else ()
-    parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in head.headers:
-        if name in _DROP_ON_REQUEST or name in named:
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    parts += (b"x-forwarded-for: ", forwarded_for, b"\r\n")
-    parts += (b"x-forwarded-proto: ", forwarded_proto, b"\r\n")
-    parts += (b"x-request-id: ", head.request_id, b"\r\n")
-    for name, value in identity_headers:
-        parts += (name, b": ", value, b"\r\n")
+    lines = [
+        b"%s: %s\r\n" % pair
+        for pair in head.headers
+        if pair[0] not in _DROP_ON_REQUEST and pair[0] not in named
+    ]
+    lines.append(
+        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-request-id: %s\r\n"
+        % (forwarded_for, forwarded_proto, head.request_id)
+    )
+    for pair in identity_headers:
+        lines.append(b"%s: %s\r\n" % pair)
     if head.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"transfer-encoding: chunked\r\n")
     elif head.content_length is not None:
-        parts.append(b"content-length: %d\r\n" % head.content_length)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        lines.append(b"content-length: %d\r\n" % head.content_length)
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, target, b"".join(lines))
 
 
 def response_headers(resp: ResponseHead) -> Headers:

@@ -67,36 +67,25 @@ def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
 
 
 class Exchange:
-    """One forwarded request and its attempts; `close()` runs exactly once at the end."""
+    """One forwarded request and its attempts; `close()` runs exactly once at the end.
 
-    __slots__ = (
-        "attempt",
-        "attempt_no",
-        "body",
-        "breaker",
-        "budget",
-        "client",
-        "deadline",
-        "extra_headers",
-        "has_key",
-        "head",
-        "head_bytes",
-        "identity",
-        "kept",
-        "last_failure",
-        "method",
-        "metrics",
-        "name",
-        "owner",
-        "permit",
-        "planner",
-        "pool",
-        "refused_retry_after",
-        "relay",
-        "route_name",
-        "sent_at",
-        "task",
-    )
+    No `__slots__`: what only retries, failures and the callback driver use are
+    class-level defaults, so a request that succeeds at once sets a few fields only.
+    """
+
+    attempt_no = 0
+    kept: Attempt | None = None
+    """The last upstream answer, returned if retries stop."""
+    last_failure: ProxyError | None = None
+    refused_retry_after: float | None = None
+    deadline: float | None = None
+    attempt: Attempt | None = None
+    permit: Permit | None = None
+    sent_at = 0.0
+    relay: Relay | None = None
+    task: asyncio.Task[None] | None = None
+    owner: ExchangeOwner | None = None
+    identity: Identity | None = None
 
     def __init__(
         self,
@@ -111,51 +100,34 @@ class Exchange:
         now: float,
     ) -> None:
         """Raises Overloaded when the upstream has `max_in_flight` requests already."""
-        name = route.upstream.name
-        pool = runtime.pools[name]
-        if pool.full:
+        self.name = name = route.upstream.name
+        self.pool = pool = runtime.pools[name]
+        if pool.in_flight >= pool.policy.max_in_flight:
             raise Overloaded(f"upstream '{name}' has too many requests in flight")
-        guard = runtime.guards[name]
-        self.name = name
+        self.guard = guard = runtime.guards[name]
         self.route_name = route.name
         self.client = client
         self.head = head
         self.body = body
-        self.pool = pool
-        self.breaker, self.budget, self.planner = guard.breaker, guard.budget, guard.planner
         self.metrics = runtime.metrics
         self.extra_headers = extra_headers
         proto = head.forwarded_proto
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
             proto = b"http"
-        target = route.base + head.target if not route.strip_prefix else None
+        target = route.upstream_target(head.target) if route.strip_prefix else None
         self.head_bytes = upstream_head(
-            head, target or route.upstream_target(head.target), forwarded_for, proto,
-            identity_headers,
-        )  # fmt: skip
-        self.method = head.method.decode("latin-1")
-        self.has_key = head.idempotency_key is not None
-        deadline_s = route.deadline_s
-        self.deadline = None if deadline_s is None else now + deadline_s
-        self.attempt_no = 0
-        self.kept: Attempt | None = None  # the last answer, returned if retries stop
-        self.last_failure: ProxyError | None = None
-        self.refused_retry_after: float | None = None
-        self.attempt: Attempt | None = None
-        self.permit: Permit | None = None
-        self.sent_at = 0.0
-        self.relay: Relay | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.owner: ExchangeOwner | None = None
-        self.identity: Identity | None = None
-        self.budget.record_request(now)
+            head, target or route.base + head.target, forwarded_for, proto, identity_headers
+        )
+        if route.deadline_s is not None:
+            self.deadline = now + route.deadline_s
+        guard.budget.record_request(now)
         pool.in_flight += 1
 
     # -- decisions (both drivers) -----------------------------------------------------------
     def _next_permit(self) -> Permit | None:
         """The breaker's permit for the next attempt; None when it refuses."""
         self.attempt_no += 1
-        permit = self.breaker.allow()
+        permit = self.guard.breaker.allow()
         if not permit.allowed:
             self.metrics.breaker_call(self.name, "rejected")
             self.refused_retry_after = permit.retry_after_s or 1.0
@@ -178,11 +150,11 @@ class Exchange:
         response = attempt.response
         assert response is not None
         status = response.status
-        self.breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
+        self.guard.breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
         self.metrics.attempt_answered(self.name, status >= 500)
         self.kept = attempt
         self.last_failure = None
-        if status not in self.planner.retry_statuses:
+        if status not in self.guard.planner.retry_statuses:
             return None
         value = response.header(b"retry-after")
         retry_after = None if value is None else parse_retry_after(value, time.time())
@@ -193,31 +165,38 @@ class Exchange:
     ) -> float | None:
         """Record a failed attempt; raises when it must not be sent again."""
         kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-        self.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
+        self.guard.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
         self.metrics.breaker_call(self.name, "failure")
         self.metrics.upstream_attempt(self.name, attempt_label(kind, True))
         self.last_failure = _failure_error(self.name, kind)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
-        if sent and not self.has_key and self.method not in self.planner.policy.methods:
+        if sent and not self._safe_to_resend():
             # Reset after sending: the upstream may have acted on it; never resend.
             raise self.last_failure from None
         return self._plan(kind, 0, None)
 
+    def _safe_to_resend(self) -> bool:
+        """A method outside `retry.methods` is sent again only with an Idempotency-Key."""
+        if self.head.idempotency_key is not None:
+            return True
+        return self.head.method.decode("latin-1") in self.guard.planner.policy.methods
+
     def _plan(self, kind: OutcomeKind, status: int, retry_after: float | None) -> float | None:
         body = self.body
-        decision = self.planner.decide(
-            self.attempt_no, kind, status, self.method,
-            has_idempotency_key=self.has_key,
+        guard = self.guard
+        decision = guard.planner.decide(
+            self.attempt_no, kind, status, self.head.method.decode("latin-1"),
+            has_idempotency_key=self.head.idempotency_key is not None,
             body_replayable=body is None or body.error is None,
             retry_after=retry_after,
             time_left=None if self.deadline is None else self.deadline - time.monotonic(),
         )  # fmt: skip
         if not decision.retry:
             return None
-        if not self.budget.try_spend():
+        if not guard.budget.try_spend():
             self.metrics.retry_refused_by_budget(self.name)
             return None
-        breaker = self.breaker
+        breaker = guard.breaker
         if breaker.state in ("open", "forced_open") and breaker.policy.mode == "enforce":
             return None
         self.metrics.retry(self.name, decision.reason)
@@ -260,7 +239,7 @@ class Exchange:
                 except UpstreamFailure as failure:
                     delay = self._judge_failure(permit, failure, sent_at)
                 except BaseException:
-                    self.breaker.release(permit)
+                    self.guard.breaker.release(permit)
                     raise
                 else:
                     delay = self._judge_response(permit, attempt, sent_at)
@@ -295,7 +274,7 @@ class Exchange:
         self.sent_at = now = self.head.received_at
         timeout = self.pool.policy.timeout if self.deadline is None else self._timeout(now)
         conn.begin(self.head.method == b"HEAD", now + timeout, self)
-        conn.write(self.head_bytes)
+        conn.transport.write(self.head_bytes)  # type: ignore[union-attr]
 
     def response_head(self, head: ResponseHead) -> None:
         attempt, permit = self.attempt, self.permit
@@ -366,7 +345,7 @@ class Exchange:
             self.relay.cancel()
             self.relay = None
         elif self.permit is not None:
-            self.breaker.release(self.permit)
+            self.guard.breaker.release(self.permit)
             self.permit = None
             if self.attempt is not None and self.attempt.conn is not None:
                 self.attempt.conn.detach()

@@ -45,9 +45,49 @@ UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
 MAX_PIPELINED = 16
 _NOTED = frozenset(
-    {b"authorization", b"x-forwarded-for", b"x-forwarded-proto", b"idempotency-key", b"connection"}
+    {
+        b"authorization",
+        b"connection",
+        b"content-length",
+        b"expect",
+        b"idempotency-key",
+        b"transfer-encoding",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+    }
 )
-"""Headers whose first value `RequestHead` keeps as an attribute."""
+"""Headers `RequestHead` keeps as attributes (see `_note`); most requests have few."""
+
+
+def _note(head: RequestHead, name: bytes, value: bytes) -> None:
+    """Keep a header the stages need; refuse framing and expectations we don't speak."""
+    if name == b"content-length":
+        head.content_length = int(value)
+    elif name == b"transfer-encoding":
+        if value.strip().lower() != b"chunked":
+            raise _Reject(BadRequest("only Transfer-Encoding: chunked is accepted"))
+        head.chunked = True
+    elif name == b"expect":
+        if value.strip().lower() != b"100-continue":
+            raise _Reject(ExpectationFailed("only Expect: 100-continue is supported"))
+        head.expect_continue = True
+    elif name == b"x-request-id":
+        if 0 < len(value) <= 200 and not head.request_id:
+            head.request_id = value
+    elif name == b"authorization":
+        head.authorization = head.authorization or value
+    elif name == b"x-forwarded-for":
+        head.forwarded_for = head.forwarded_for or value
+    elif name == b"x-forwarded-proto":
+        head.forwarded_proto = head.forwarded_proto or value
+    elif name == b"idempotency-key":
+        head.idempotency_key = head.idempotency_key or value
+    elif name == b"connection":
+        head.connection = head.connection or value
+    else:
+        head.upgrade = head.upgrade or value
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,46 +273,21 @@ class ClientConnection(asyncio.Protocol):
         self._head_started = None
         parser = self._parser
         head = RequestHead(
-            method=parser.get_method(),
-            target=b"".join(self._url),
-            headers=self._headers,
-            http_version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive(),
-            peer_ip=self.peer_ip,
-            received_at=self._last_activity,
-        )
-        limits = self.state.limits
+            parser.get_method(), b"".join(self._url), self._headers, parser.get_http_version(),
+            parser.should_keep_alive(), self.peer_ip, self._last_activity,
+        )  # fmt: skip
         for name, value in self._headers:
             if name in _NOTED:
-                if name == b"authorization":
-                    head.authorization = head.authorization or value
-                elif name == b"x-forwarded-for":
-                    head.forwarded_for = head.forwarded_for or value
-                elif name == b"x-forwarded-proto":
-                    head.forwarded_proto = head.forwarded_proto or value
-                elif name == b"idempotency-key":
-                    head.idempotency_key = head.idempotency_key or value
-                else:
-                    head.connection = head.connection or value
-            elif name == b"content-length":
-                head.content_length = int(value)
-            elif name == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    raise _Reject(BadRequest("only Transfer-Encoding: chunked is accepted"))
-                head.chunked = True
-            elif name == b"expect":
-                if value.strip().lower() != b"100-continue":
-                    raise _Reject(ExpectationFailed("only Expect: 100-continue is supported"))
-                head.expect_continue = True
-            elif name == b"x-request-id" and 0 < len(value) <= 200:
-                head.request_id = value
+                _note(head, name, value)
         if not head.request_id:
             head.request_id = new_request_id()
-        if parser.should_upgrade():
+        if head.upgrade is not None and parser.should_upgrade():
             head.websocket = True
         body: RequestBody | None = None
         if head.chunked or head.content_length:
-            body = RequestBody(limits.max_body_bytes, self._pause_reading, self._resume_reading)
+            body = RequestBody(
+                self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
+            )
         elif not self.busy and not self._pending and not head.websocket:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
@@ -463,22 +478,22 @@ class ClientConnection(asyncio.Protocol):
         # RFC 9112 6.3: these responses never have a body, whatever their headers say.
         no_body = method == b"HEAD" or status < 200 or status == 204 or status == 304
         out = lines
-        if not no_body or method == b"HEAD":
-            if length is not None:
+        if length is not None:
+            if not no_body or method == b"HEAD":
                 out.append(b"Content-Length: %d\r\n" % length)
-            elif not no_body:
-                if head.http_version == "1.1":
-                    out.append(b"Transfer-Encoding: chunked\r\n")
-                    self.chunked_out = True
-                else:
-                    self._closing_after = True
-        out.append(b"X-Request-Id: " + head.request_id + b"\r\n")
+        elif not no_body:
+            if head.http_version == "1.1":
+                out.append(b"Transfer-Encoding: chunked\r\n")
+                self.chunked_out = True
+            else:
+                self._closing_after = True
         if self._closing_after or self.state.draining:
             self._closing_after = True
-            out.append(b"Connection: close\r\n")
+            out.append(b"X-Request-Id: %s\r\nConnection: close\r\n\r\n" % head.request_id)
         elif head.http_version == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
-        out.append(b"\r\n")
+            out.append(b"X-Request-Id: %s\r\nConnection: keep-alive\r\n\r\n" % head.request_id)
+        else:
+            out.append(b"X-Request-Id: %s\r\n\r\n" % head.request_id)
         rendered = (STATUS_LINES.get(status) or status_line(status)) + b"".join(out)
         if no_body:
             if self.transport is not None:

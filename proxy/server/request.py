@@ -17,29 +17,26 @@ HIGH_WATER = 256 * 1024
 
 
 class RequestHead:
-    """What the server parsed before the body: method, target, headers (names lower-cased)."""
+    """What the server parsed before the body: method, target, headers (names lower-cased).
 
-    __slots__ = (
-        "authorization",
-        "chunked",
-        "connection",
-        "content_length",
-        "expect_continue",
-        "forwarded_for",
-        "forwarded_proto",
-        "headers",
-        "http_version",
-        "idempotency_key",
-        "keep_alive",
-        "method",
-        "path",
-        "peer_ip",
-        "query",
-        "received_at",
-        "request_id",
-        "target",
-        "websocket",
-    )
+    No `__slots__`: the fields most requests never set (framing, and the first value of
+    the headers every stage asks about) are class-level defaults, so building a head sets
+    only what the request has.
+    """
+
+    content_length: int | None = None
+    chunked = False
+    expect_continue = False
+    websocket = False
+    request_id = b""
+    # The first value of headers the stages look at, found while parsing so that no stage
+    # scans the header list again.
+    authorization: bytes | None = None
+    forwarded_for: bytes | None = None
+    forwarded_proto: bytes | None = None
+    idempotency_key: bytes | None = None
+    connection: bytes | None = None
+    upgrade: bytes | None = None
 
     def __init__(
         self,
@@ -55,24 +52,11 @@ class RequestHead:
         self.target = target
         q = target.find(b"?")
         self.path = target if q < 0 else target[:q]
-        self.query = b"" if q < 0 else target[q:]
         self.headers = headers
         self.http_version = http_version
         self.keep_alive = keep_alive
         self.peer_ip = peer_ip
         self.received_at = received_at
-        self.content_length: int | None = None
-        self.chunked = False
-        self.expect_continue = False
-        self.websocket = False
-        self.request_id = b""
-        # The first value of headers every forwarded request looks at, found while parsing
-        # so that no stage scans the header list again.
-        self.authorization: bytes | None = None
-        self.forwarded_for: bytes | None = None
-        self.forwarded_proto: bytes | None = None
-        self.idempotency_key: bytes | None = None
-        self.connection: bytes | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name lower-case)."""

@@ -56,41 +56,37 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 
 
 class ResponseHead:
-    __slots__ = (
-        "chunked",
-        "content_length",
-        "headers",
-        "keep_alive",
-        "lines",
-        "names_hop_headers",
-        "status",
-    )
+    """An upstream response's head, filled in by the parser's callbacks as it arrives.
 
-    def __init__(
-        self,
-        status: int,
-        headers: Headers,
-        content_length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        lines: list[bytes] | None = None,
-        names_hop_headers: bool = False,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.lines = lines if lines is not None else []
+    No `__slots__`: fields most responses leave alone are class-level defaults.
+    """
+
+    status = 0
+    keep_alive = False
+    content_length: int | None = None
+    chunked = False
+    names_hop_headers = False
+    """`Connection` lists extra hop-by-hop names: `lines` must be filtered again."""
+
+    def __init__(self) -> None:
+        self.headers: Headers = []
+        """(lower-cased name, value) pairs, all of them."""
+        self.lines: list[bytes] = []
         """Headers to pass back, rendered, minus DROP_ON_RESPONSE (original case kept)."""
-        self.names_hop_headers = names_hop_headers
-        """`Connection` lists extra hop-by-hop names: `lines` must be filtered again."""
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
             if key == name:
                 return value
         return None
+
+    def note_dropped(self, lower: bytes, value: bytes) -> None:
+        """A header the client never gets as it is: framing, hop-by-hop."""
+        if lower == b"transfer-encoding":
+            self.chunked = self.chunked or b"chunked" in value.lower()
+        elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            self.names_hop_headers = self.names_hop_headers or not tokens <= _PLAIN_CONNECTION
 
 
 class ResponseListener(Protocol):
@@ -132,16 +128,16 @@ class HeadTimeouts:
 
     TICK_S = 0.01
 
-    __slots__ = ("_timer", "waiting")
+    __slots__ = ("timer", "waiting")
 
     def __init__(self) -> None:
         self.waiting: dict[UpstreamConnection, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
-    def watch(self, conn: UpstreamConnection, deadline: float) -> None:
-        self.waiting[conn] = deadline
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
+    def arm(self) -> None:
+        """Make sure a scan is due (call after adding to `waiting`)."""
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
 
     def unwatch(self, conn: UpstreamConnection) -> None:
         self.waiting.pop(conn, None)
@@ -152,18 +148,16 @@ class HeadTimeouts:
         for conn in expired:
             del self.waiting[conn]
             conn.head_timed_out()
-        self._timer = None
+        self.timer = None
         if self.waiting:
-            self._timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
+            self.timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_buffered",
-        "_headers",
-        "_lines",
+        "_head",
         "_listener",
-        "_named_hop",
         "_no_body",
         "_on_end",
         "_on_lost",
@@ -187,9 +181,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._listener: ResponseListener | None = None
         self._on_end: BodyEnd | None = None
-        self._headers: Headers = []
-        self._lines: list[bytes] = []
-        self._named_hop = False
+        self._head = ResponseHead()
         self._sink: Callable[[bytes], None] | None = None
         self._buffered: list[bytes] = []
         self._no_body = False
@@ -245,42 +237,28 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._headers = []
-        self._lines = []
-        self._named_hop = False
+        self._head = ResponseHead()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
-        self._headers.append((lower, value))
+        head = self._head
+        head.headers.append((lower, value))
         if lower not in DROP_ON_RESPONSE:
-            self._lines.append(name + b": " + value + b"\r\n")
-        elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            self._named_hop = self._named_hop or not tokens <= _PLAIN_CONNECTION
+            head.lines.append(name + b": " + value + b"\r\n")
+        elif lower == b"content-length":
+            head.content_length = int(value)
+        else:
+            head.note_dropped(lower, value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        status = parser.get_status_code()
+        head = self._head
+        head.status = status = parser.get_status_code()
         if status < 200:
             return  # 1xx: informational, the real answer follows
         self._timeouts.waiting.pop(self, None)
-        content_length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            if name == b"content-length":
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        head = ResponseHead(
-            status,
-            self._headers,
-            content_length,
-            chunked,
-            parser.should_keep_alive(),
-            self._lines,
-            self._named_hop,
-        )
-        if self._no_body or status in (204, 304):
+        head.keep_alive = parser.should_keep_alive()
+        if self._no_body or status == 204 or status == 304:
             # llhttp cannot be told a response answers HEAD: finish it here and start a
             # fresh parser for the next exchange.
             self._reset_parser = self._no_body
@@ -330,7 +308,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = []
         self._no_body = no_body
         self.complete = False
-        self._timeouts.watch(self, deadline)
+        timeouts = self._timeouts
+        timeouts.waiting[self] = deadline
+        if timeouts.timer is None:
+            timeouts.arm()
 
     def head_timed_out(self) -> None:
         if self._listener is not None:
