@@ -102,7 +102,9 @@ class TokenVerifier:
     Verdicts are cached by a 16-byte BLAKE2b digest of the token, which keeps each entry's
     size fixed whatever a client sends: accepted tokens until `exp + leeway` (never later),
     refused ones for as long as the verdict holds (all but "not yet valid", which time
-    cures). A reload builds a new verifier, so nothing cached outlives the keys or the
+    cures). An accepted token is also remembered by the digest of the whole `Authorization`
+    value it came in, so a client sending the same header again costs one hash and one
+    lookup. A reload builds a new verifier, so nothing cached outlives the keys or the
     policy it was decided with.
     """
 
@@ -139,12 +141,21 @@ class TokenVerifier:
         """The identity an `Authorization` header value proves (`ANONYMOUS` if none)."""
         if authorization is None:
             return ANONYMOUS
+        digest = None
         if isinstance(authorization, bytes):
+            digest = hashlib.blake2b(authorization, digest_size=16, person=b"header").digest()
+            known = self._accepted.get(digest, self._clock.wall())
+            if known is not None:
+                return known
             authorization = authorization.decode("latin-1")
         parts = authorization.split(maxsplit=1)
         if not parts or parts[0].lower() != "bearer":
             return ANONYMOUS
-        return self.verify_token(parts[1] if len(parts) == 2 else "")
+        identity = self.verify_token(parts[1] if len(parts) == 2 else "")
+        if digest is not None and identity.authenticated:
+            until = identity_token_expiry(identity, self._policy.leeway)
+            self._accepted.put(digest, identity, math.inf if until is None else until)
+        return identity
 
     def verify_token(self, token: str) -> Identity:
         """The identity a bare token proves (WebSocket `auth` message or subprotocol)."""

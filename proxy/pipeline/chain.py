@@ -14,16 +14,19 @@ requests in flight finish on the policy they began under.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-from proxy.core.identity import ANONYMOUS
+from proxy.core.identity import ANONYMOUS, Identity
+from proxy.core.routing import Route
+from proxy.core.window import LimitCheck
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.identity import identify, identity_headers
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
-from proxy.server.request import Headers, RequestBody, RequestHead
+from proxy.server.request import RequestBody, RequestHead
 from proxy.server.responses import error_headers
 
 log = logging.getLogger("proxy.access")
@@ -68,31 +71,80 @@ class Pipeline:
             forwarded_for, client_ip = runtime.trusted.forwarded_for(
                 head.peer_ip, head.forwarded_for
             )
-        limits: Headers = []
+        limits = b""
         self.in_flight += 1
         try:
             limiter = runtime.limiter
             if limiter.has_rules:
-                decided = limiter.check_now(identity, client_ip, path, head.method)
-                if decided is None:
-                    self.in_flight -= 1
-                    return False  # the store must be awaited: the serving task's way
-                limits = decided
-            exchange = Exchange(
-                conn, head, None, route, runtime, limits,
-                identity_headers(identity) if identity.authenticated else [],
-                forwarded_for, head.received_at,
-            )  # fmt: skip
+                checks = limiter.checks(identity, client_ip, path, head.method)
+                if checks:
+                    decision = limiter.store.decide_now(checks)
+                    if decision is None:
+                        # The store answers later (Redis): a task waits for the decision,
+                        # then the exchange goes on by callbacks.
+                        conn.active = asyncio.get_running_loop().create_task(
+                            self._decide_then_forward(
+                                conn, head, route, identity, forwarded_for, checks
+                            )
+                        )
+                        return True
+                    limits = limiter.verdict(decision)
+            self._forward(conn, head, route, identity, forwarded_for, limits)
         except ProxyError as error:
+            self._refuse(conn, head, route.name, error, limits)
+        return True
+
+    async def _decide_then_forward(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        route: Route,
+        identity: Identity,
+        forwarded_for: bytes,
+        checks: list[LimitCheck],
+    ) -> None:
+        limiter = self.runtime.limiter
+        try:
+            limits = limiter.verdict(await limiter.store.decide(checks))
+            self._forward(conn, head, route, identity, forwarded_for, limits)
+        except ProxyError as error:
+            self._refuse(conn, head, route.name, error, b"")
+        except asyncio.CancelledError:
             self.in_flight -= 1
-            self._answer_error(conn, head, error, limits)
-            self._done(conn, head, route.name, runtime)
-            conn.request_done()
-            return True
+            raise
+
+    def _forward(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        route: Route,
+        identity: Identity,
+        forwarded_for: bytes,
+        limits: bytes,
+    ) -> None:
+        """Start the exchange by callbacks; raises Overloaded (the upstream is full)."""
+        exchange = Exchange(
+            conn, head, None, route, self.runtime, limits,
+            identity_headers(identity) if identity.authenticated else [],
+            forwarded_for, head.received_at,
+        )  # fmt: skip
         exchange.identity = identity
         conn.active = exchange
         exchange.start(self)
-        return True
+
+    def _refuse(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        route_name: str,
+        error: ProxyError,
+        limits: bytes,
+    ) -> None:
+        """A request of the fast path that ends before any attempt: answer, count, go on."""
+        self.in_flight -= 1
+        self._answer_error(conn, head, error, limits)
+        self._done(conn, head, route_name, self.runtime)
+        conn.request_done()
 
     def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
         self.in_flight -= 1
@@ -103,7 +155,7 @@ class Pipeline:
             if identity is not None and identity.authenticated:
                 runtime.limiter.record_forwarded(identity, head.path)
         else:
-            self._answer_error(conn, head, error, exchange.extra_headers)
+            self._answer_error(conn, head, error, exchange.extra_lines)
         self._done(conn, head, exchange.route_name, runtime)
         conn.request_done()
 
@@ -115,7 +167,7 @@ class Pipeline:
     ) -> None:
         runtime = self.runtime
         route_name = UNMATCHED_ROUTE
-        limits: Headers = []
+        limits = b""
         try:
             own = runtime.own_endpoints.match(head.path)
             if own is not None:
@@ -151,13 +203,13 @@ class Pipeline:
 
     @staticmethod
     def _answer_error(
-        conn: ClientConnection, head: RequestHead, error: ProxyError, limits: Headers
+        conn: ClientConnection, head: RequestHead, error: ProxyError, limits: bytes
     ) -> None:
         if conn.response_started:
             conn.abort()
         else:
             # A request that passed its limits carries their headers, whatever came after.
-            conn.send_response(head, error.status, error_headers(error) + limits, error.body())
+            conn.send_response(head, error.status, error_headers(error), error.body(), limits)
 
     def _done(
         self, conn: ClientConnection, head: RequestHead, route_name: str, runtime: Runtime

@@ -164,7 +164,7 @@ class Attempt:
             self.pool.release(conn, resp.keep_alive)
         return resp.status
 
-    async def relay(self, client: ClientConnection, head: RequestHead, extra: Headers) -> None:
+    async def relay(self, client: ClientConnection, head: RequestHead, extra: bytes) -> None:
         """Stream the answer to the client (see `Relay`), waiting until it has ended."""
         ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -201,7 +201,8 @@ class Relay:
         self.has_body = False
         self.paused = False
 
-    def start(self, head: RequestHead, extra: Headers) -> None:
+    def start(self, head: RequestHead, extra: bytes) -> None:
+        """Send the head (plus `extra`, rendered header lines) and pipe the body."""
         conn, resp = self.attempt.conn, self.attempt.response
         assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
@@ -209,8 +210,8 @@ class Relay:
             lines = [name + b": " + value + b"\r\n" for name, value in response_headers(resp)]
         else:
             lines = resp.lines
-        for name, value in extra:
-            lines.append(name + b": " + value + b"\r\n")
+        if extra:
+            lines.append(extra)
         self.has_body = self.client.send_head_lines(head, resp.status, lines, length)
         if self.attempt.held:
             conn.resume_reading()

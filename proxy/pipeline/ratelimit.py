@@ -21,7 +21,6 @@ from proxy.storage.base import LimitStore
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
-    from proxy.server.request import Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,42 +84,29 @@ class RateLimiter:
                 checks.append(LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow))
         return checks
 
-    async def check(
-        self, identity: Identity, client_ip: str, path: bytes, method: bytes
-    ) -> Headers:
-        """The X-RateLimit-* headers to send, or RateLimited (429) carrying them."""
+    async def check(self, identity: Identity, client_ip: str, path: bytes, method: bytes) -> bytes:
+        """The X-RateLimit-* header lines to send, or RateLimited (429) carrying them."""
         checks = self.checks(identity, client_ip, path, method)
         if not checks:
-            return []
-        return self._verdict(await self.store.decide(checks))
+            return b""
+        return self.verdict(await self.store.decide(checks))
 
-    def check_now(
-        self, identity: Identity, client_ip: str, path: bytes, method: bytes
-    ) -> Headers | None:
-        """`check` without waiting when the store can decide at once; else None, and
-        nothing was checked or recorded."""
-        checks = self.checks(identity, client_ip, path, method)
-        if not checks:
-            return []
-        decision = self.store.decide_now(checks)
-        return None if decision is None else self._verdict(decision)
-
-    def _verdict(self, decision: Decision) -> Headers:
+    def verdict(self, decision: Decision) -> bytes:
+        """Count the decision; its header lines to send, or RateLimited (429) carrying them."""
         metrics = self.metrics
         for result in decision.results:
             metrics.rate_limit_decision(result.rule, result.outcome)
-        headers = limit_headers(decision)
+        lines = limit_lines(decision)
         if not decision.allowed:
             rule = decision.blocking_rule or ""
             wait = decision.retry_after_s
             raise RateLimited(
                 f"rate limit '{rule}' exceeded",
-                headers=[(k.decode(), v.decode()) for k, v in headers]
-                + [("Retry-After", retry_after_value(wait))],
+                headers=[*header_pairs(lines), ("Retry-After", retry_after_value(wait))],
                 rule=rule,
                 retry_after_s=round(wait, 3),
             )
-        return headers
+        return lines
 
     def role_window(self, identity: Identity) -> float | None:
         role = self._roles.get(identity.role)
@@ -137,21 +123,21 @@ class RateLimiter:
         return {"endpoints": dict(usage.endpoints), "total_requests": usage.total_requests}
 
 
-_STATIC: dict[tuple[str, int, float], tuple[tuple[bytes, bytes], ...]] = {}
-"""Per rule, the header pairs that do not change between requests (bounded by the policy)."""
+_STATIC: dict[tuple[str, int, float], tuple[bytes, bytes]] = {}
+"""Per rule, the header lines that do not change between requests (bounded by the policy)."""
 
 
-def _static_headers(rule: str, limit: int, window_s: float) -> tuple[tuple[bytes, bytes], ...]:
+def _static_lines(rule: str, limit: int, window_s: float) -> tuple[bytes, bytes]:
+    """The rule's fixed header lines, and its quoted name for the `RateLimit` header."""
     key = (rule, limit, window_s)
     static = _STATIC.get(key)
     if static is None:
         window = max(1, round(window_s))
-        name = rule.replace('"', "").encode()
+        name = b'"%s"' % rule.replace('"', "").encode()
         static = (
-            (b"X-RateLimit-Limit", b"%d" % limit),
-            (b"X-RateLimit-Window", b"%d" % window),
-            (b"RateLimit-Policy", b'"%s";q=%d;w=%d' % (name, limit, window)),
-            (b"RateLimit", b'"%s"' % name),
+            b"X-RateLimit-Limit: %d\r\nX-RateLimit-Window: %d\r\n"
+            b"RateLimit-Policy: %s;q=%d;w=%d\r\n" % (limit, window, name, limit, window),
+            name,
         )
         if len(_STATIC) > 4096:
             _STATIC.clear()
@@ -159,21 +145,29 @@ def _static_headers(rule: str, limit: int, window_s: float) -> tuple[tuple[bytes
     return static
 
 
-def limit_headers(decision: Decision) -> Headers:
-    """X-RateLimit-* and the IETF draft-11 pair, for the most restrictive rule."""
+def limit_lines(decision: Decision) -> bytes:
+    """X-RateLimit-* and the IETF draft-11 pair for the most restrictive rule, rendered
+    (`Name: value\\r\\n` lines): they go out on every limited request."""
     chosen: RuleResult | None = most_restrictive(decision.results)
     if chosen is None:
-        return []
-    limit_pair, window_pair, policy_pair, named = _static_headers(
-        chosen.rule, chosen.limit, chosen.window_s
-    )
+        return b""
+    fixed, name = _static_lines(chosen.rule, chosen.limit, chosen.window_s)
     remaining = max(0, chosen.remaining)
-    reset_in = max(0, math.ceil(chosen.reset_after_s))
-    return [
-        limit_pair,
-        (b"X-RateLimit-Remaining", b"%d" % remaining),
-        (b"X-RateLimit-Reset", b"%d" % math.ceil(time.time() + chosen.reset_after_s)),
-        window_pair,
-        policy_pair,
-        (b"RateLimit", named[1] + b";r=%d;t=%d" % (remaining, reset_in)),
-    ]
+    reset_after = chosen.reset_after_s
+    return fixed + _CHANGING % (
+        remaining, math.ceil(time.time() + reset_after), name, remaining,
+        max(0, math.ceil(reset_after)),
+    )  # fmt: skip
+
+
+_CHANGING = b"X-RateLimit-Remaining: %d\r\nX-RateLimit-Reset: %d\r\nRateLimit: %s;r=%d;t=%d\r\n"
+
+
+def header_pairs(lines: bytes) -> list[tuple[str, str]]:
+    """Rendered header lines back as (name, value) pairs (for an error's own headers)."""
+    pairs = []
+    for line in lines.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b": ")
+            pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+    return pairs

@@ -94,7 +94,7 @@ class Exchange:
         body: RequestBody | None,
         route: Route,
         runtime: Runtime,
-        extra_headers: Headers,
+        extra_lines: bytes,
         identity_headers: Headers,
         forwarded_for: bytes,
         now: float,
@@ -110,7 +110,8 @@ class Exchange:
         self.head = head
         self.body = body
         self.metrics = runtime.metrics
-        self.extra_headers = extra_headers
+        self.extra_lines = extra_lines
+        """Rendered header lines every answer to the client carries (the rate limits)."""
         proto = head.forwarded_proto
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
             proto = b"http"
@@ -251,7 +252,7 @@ class Exchange:
             kept, self.kept = self.kept, None
             if kept is None:
                 raise self._outcome_error()
-            await kept.relay(self.client, self.head, self.extra_headers)
+            await kept.relay(self.client, self.head, self.extra_lines)
         finally:
             self.close()
 
@@ -288,7 +289,7 @@ class Exchange:
         kept, self.kept = self.kept, None
         assert kept is not None
         self.relay = Relay(kept, self.client, self._relayed)
-        self.relay.start(self.head, self.extra_headers)
+        self.relay.start(self.head, self.extra_lines)
 
     def _relayed(self) -> None:
         self.relay = None

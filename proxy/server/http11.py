@@ -99,7 +99,9 @@ class ServerLimits:
 
 
 class Cancellable(Protocol):
-    def cancel(self) -> None: ...
+    """What a connection tells to stop when its client goes away (an exchange, a task)."""
+
+    def cancel(self) -> object: ...
 
 
 class ServerState:
@@ -457,12 +459,19 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def send_head(
-        self, head: RequestHead, status: int, headers: Headers, length: int | None
+        self,
+        head: RequestHead,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        extra_lines: bytes = b"",
     ) -> bool:
-        """Write the status line and headers, adding framing; True when a body follows."""
-        return self.send_head_lines(
-            head, status, [name + b": " + value + b"\r\n" for name, value in headers], length
-        )
+        """Write the status line and headers (then `extra_lines`, rendered), adding framing;
+        True when a body follows."""
+        lines = [name + b": " + value + b"\r\n" for name, value in headers]
+        if extra_lines:
+            lines.append(extra_lines)
+        return self.send_head_lines(head, status, lines, length)
 
     def send_head_lines(
         self, head: RequestHead, status: int, lines: list[bytes], length: int | None
@@ -521,8 +530,15 @@ class ClientConnection(asyncio.Protocol):
         if tail and self.transport is not None:
             self.transport.write(tail)
 
-    def send_response(self, head: RequestHead, status: int, headers: Headers, body: bytes) -> None:
-        if self.send_head(head, status, headers, len(body)):
+    def send_response(
+        self,
+        head: RequestHead,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        extra_lines: bytes = b"",
+    ) -> None:
+        if self.send_head(head, status, headers, len(body), extra_lines):
             self.send_body(body)
             self.end_body()
 

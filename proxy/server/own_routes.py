@@ -16,7 +16,7 @@ class OwnRoutes(Generic[H]):
         self._exact = exact
         self._prefixes = tuple(prefixes)
         stems = [prefix for prefix, _ in prefixes]
-        self._stem = os.path.commonprefix(stems) if stems else b""  # noqa: RUF071 (bytes, not paths)
+        self._stem: bytes = os.path.commonprefix(stems) if stems else b""  # type: ignore[assignment]  # noqa: RUF071 (bytes, not paths)
         """What every prefix starts with: most paths are rejected by one comparison."""
 
     def match(self, path: bytes) -> H | None:

@@ -42,20 +42,25 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V", bound=_Expiring)
 
 
-SWEEP_EVERY = 16
-"""Decisions between two sweeps of idle keys."""
+SWEEP_EVERY = 64
+"""Operations between two periodic sweeps of `SWEEP_VISITS` entries."""
+
+SWEEP_VISITS = 8
+"""Besides, every new key pays for sweeping two old ones: idle keys leave as fast as new
+ones come, so memory follows the live keys, not every key ever seen."""
 
 
 class IdleSweptMap(Generic[K, V]):
     """A map with a hard size cap whose idle values are swept a few at a time."""
 
-    __slots__ = ("_entries", "max_size")
+    __slots__ = ("_entries", "_ops", "max_size")
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._ops = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -77,6 +82,17 @@ class IdleSweptMap(Generic[K, V]):
         if len(entries) >= self.max_size and key not in entries:
             entries.popitem(last=False)
         entries[key] = value
+
+    def tick(self, now: float, created: int) -> None:
+        """Call once per operation, after it used its values (a new one may look idle
+        until then): two visits per key it `created`, `SWEEP_VISITS` every `SWEEP_EVERY`."""
+        visits = 2 * created
+        self._ops += 1
+        if self._ops >= SWEEP_EVERY:
+            self._ops = 0
+            visits += SWEEP_VISITS
+        if visits:
+            self.sweep(now, visits)
 
     def sweep(self, now: float, visits: int) -> None:
         """Look at up to `visits` least recently used entries: drop the idle, rotate the rest."""
@@ -141,8 +157,11 @@ class MemoryUsage:
         if user is None or user.window_s != window_s:
             user = UserUsage(window_s)
             self._users.put(user_id, user)
-        user.record(path, now)
-        self._users.sweep(now, 2)
+            user.record(path, now)
+            self._users.tick(now, 1)
+        else:
+            user.record(path, now)
+            self._users.tick(now, 0)
 
     def snapshot(self, user_id: str) -> Usage:
         user = self._users.peek(user_id)
@@ -152,7 +171,7 @@ class MemoryUsage:
 class MemoryStore:
     """Exact sliding windows in this process (`LimitStore`)."""
 
-    __slots__ = ("_clock", "_decisions", "_logs", "_usage", "scale")
+    __slots__ = ("_clock", "_logs", "_usage", "scale")
 
     def __init__(
         self,
@@ -165,7 +184,6 @@ class MemoryStore:
         if scale < 1:
             raise ValueError("scale must be at least 1")
         self._clock = clock
-        self._decisions = 0
         self.scale = scale
         self._logs: IdleSweptMap[tuple[str, str], SlidingLog] = IdleSweptMap(max_keys)
         self._usage = MemoryUsage(clock, max_users)
@@ -185,6 +203,7 @@ class MemoryStore:
         logs = self._logs
         scale = self.scale
         entries = []
+        created = 0
         for check in checks:
             if scale > 1:
                 limit = max(1, check.limit // scale)
@@ -194,14 +213,12 @@ class MemoryStore:
             if log is None:
                 log = SlidingLog(check.limit, check.window_s)
                 logs.put(id_, log)
+                created += 1
             elif log.limit != check.limit or log.window_s != check.window_s:
                 log.reconfigure(check.limit, check.window_s)
             entries.append((check, log))
         decision = decide(entries, now)
-        self._decisions += 1
-        if self._decisions % SWEEP_EVERY == 0:
-            # Amortized: as many visits as sweeping every decision, in one go.
-            logs.sweep(now, SWEEP_EVERY * (len(checks) + 1))
+        logs.tick(now, created)
         return decision
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:

@@ -397,6 +397,21 @@ def test_a_cached_token_is_never_served_past_exp_plus_leeway(decode_calls: list[
     assert outcome(check, token) == "token expired"
 
 
+def test_a_header_seen_before_is_never_served_past_exp_plus_leeway(
+    decode_calls: list[int],
+) -> None:
+    clock = FakeClock()
+    check = verifier(clock, leeway=30.0)
+    header = b"Bearer " + jwt.encode(claims(exp=NOW + 60), SECRET, algorithm="HS256").encode()
+    identity = check.verify(header)
+    clock.advance(89.999)
+    assert check.verify(header) == identity
+    assert len(decode_calls) == 1
+    clock.advance(0.001)
+    with pytest.raises(InvalidToken, match="token expired"):
+        check.verify(header)
+
+
 def test_not_yet_valid_is_not_remembered() -> None:
     clock = FakeClock()
     check = verifier(clock, leeway=30.0)

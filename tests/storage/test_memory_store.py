@@ -6,7 +6,13 @@ import pytest
 
 from proxy.clock import FakeClock
 from proxy.storage.base import MAX_USAGE_PATHS, OTHER_PATHS, USAGE_BUCKETS, LimitCheck, Usage
-from proxy.storage.memory import SWEEP_EVERY, IdleSweptMap, MemoryStore, MemoryUsage
+from proxy.storage.memory import (
+    SWEEP_EVERY,
+    SWEEP_VISITS,
+    IdleSweptMap,
+    MemoryStore,
+    MemoryUsage,
+)
 
 
 def check(key: str = "u1", limit: int = 3, window_s: float = 60.0, rule: str = "role:admin"):
@@ -49,9 +55,28 @@ async def test_idle_keys_are_swept_by_later_decisions():
         await store.decide([check(f"user{i}", window_s=10.0)])
     assert store.key_count == 100
     clock.advance(10.0)
-    for _ in range(4 * SWEEP_EVERY):  # sweeps visit 2 keys per decision of one rule
+    for _ in range((100 // SWEEP_VISITS + 1) * SWEEP_EVERY):
         await store.decide([check("busy", window_s=10.0)])
     assert store.key_count == 1
+
+
+async def test_a_refused_first_request_leaves_no_key_behind_and_no_quota_is_lost():
+    store = MemoryStore(FakeClock())
+    user_rule, ip_rule = check("u", limit=1), LimitCheck("login", "10.0.0.1", 0, 60.0)
+    for _ in range(3):
+        assert not (await store.decide([user_rule, ip_rule])).allowed
+    assert await admitted(store, [user_rule], 3) == 1
+
+
+async def test_each_new_key_sweeps_two_idle_ones():
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    for i in range(100):
+        await store.decide([check(f"old{i}", window_s=10.0)])
+    clock.advance(10.0)
+    for i in range(50):
+        await store.decide([check(f"new{i}", window_s=10.0)])
+    assert store.key_count == 50
 
 
 async def test_live_keys_survive_the_sweep():
@@ -162,7 +187,7 @@ def test_usage_users_are_bounded_and_idle_ones_swept():
         usage.record(f"user{i}", "/p", 10.0)
     assert len(usage) == 5
     clock.advance(10.0)
-    for _ in range(5):
+    for _ in range(SWEEP_EVERY):
         usage.record("busy", "/p", 10.0)
     assert len(usage) == 1
 
