@@ -100,6 +100,10 @@ class LuaScript:
 SLIDING_WINDOW = LuaScript.read("sliding_window")
 USAGE_RECORD = LuaScript.read("usage_record")
 USAGE_SNAPSHOT = LuaScript.read("usage_snapshot")
+SCRIPTS = (SLIDING_WINDOW, USAGE_RECORD, USAGE_SNAPSHOT)
+
+_NO_REPLY = command(b"CLIENT", b"REPLY", b"SKIP")
+"""Sent before a fire-and-forget call: Redis answers neither, so no reply is read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,7 @@ class _Call:
     payload: bytes
     """The whole EVALSHA command, encoded."""
     future: asyncio.Future[Any] | None
-    """None for fire-and-forget calls (usage records)."""
+    """None for fire-and-forget calls (usage records): sent with `CLIENT REPLY SKIP`."""
 
 
 def _unavailable(cause: BaseException) -> StoreUnavailable:
@@ -249,30 +253,42 @@ class RedisStore:
     async def _flush(self) -> None:
         """Send every call queued since the last flush; every caller gets an answer."""
         batch, self._pending = self._pending, []
+        awaited = [call for call in batch if call.future is not None]
         replies: Iterable[Any]
         try:
             async with asyncio.timeout(self._timeout):
-                replies = await self._execute(batch)
+                replies = await self._execute(batch, awaited)
         except asyncio.CancelledError as exc:
-            self._settle(batch, [exc] * len(batch))
+            self._settle(awaited, [exc] * len(awaited))
             raise
         except Exception as exc:  # whatever broke, no caller may be left waiting
-            replies = [exc] * len(batch)
-        self._settle(batch, replies)
+            replies = [exc] * len(awaited)
+        self._settle(awaited, replies)
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        replies = await self._exchange([call.payload for call in batch])
+    async def _execute(self, batch: list[_Call], awaited: list[_Call]) -> list[Any]:
+        """Replies to the `awaited` calls of `batch`, in order.
+
+        After a NOSCRIPT (a restarted or flushed Redis) every script is loaded again, the
+        fire-and-forget ones too: a usage record lost in between is best effort's price.
+        """
+        payloads = [
+            call.payload if call.future is not None else _NO_REPLY + call.payload for call in batch
+        ]
+        replies = await self._exchange(payloads, len(awaited))
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            scripts = {batch[i].script for i in missing}
-            loads = [command(b"SCRIPT", b"LOAD", script.text) for script in scripts]
-            again = await self._exchange(loads + [batch[i].payload for i in missing])
+            loads = [command(b"SCRIPT", b"LOAD", script.text) for script in SCRIPTS]
+            again = await self._exchange(
+                loads + [awaited[i].payload for i in missing], len(loads) + len(missing)
+            )
             for i, reply in zip(missing, again[len(loads) :], strict=True):
                 replies[i] = reply
         return replies
 
-    async def _exchange(self, payloads: list[bytes]) -> list[Any]:
-        """Write every command at once on one pooled connection; read the replies in order.
+    async def _exchange(self, payloads: list[bytes], expected: int) -> list[Any]:
+        """Write every command at once on one pooled connection; read `expected` replies.
+
+        Calls sent after `CLIENT REPLY SKIP` have none.
 
         A reply that is a Redis error is returned in its place; a broken or cancelled
         exchange raises, and redis-py disconnects the connection before it goes back.
@@ -282,7 +298,7 @@ class RedisStore:
         try:
             await connection.send_packed_command(b"".join(payloads), check_health=False)
             replies: list[Any] = []
-            for _ in payloads:
+            for _ in range(expected):
                 try:
                     replies.append(await connection.read_response())
                 except ResponseError as exc:

@@ -158,6 +158,25 @@ async def test_usage_counts_paths_of_each_user(store: RedisStore):
     assert await store.usage("nobody") == Usage({}, 0)
 
 
+async def test_usage_records_are_sent_without_replies(store: RedisStore, raw: Redis):
+    await raw.config_resetstat()
+    for _ in range(3):
+        store.record_usage("u1", "/p", 60.0)
+    assert (await store.usage("u1")).total_requests == 3
+    stats = await raw.info("commandstats")
+    assert stats["cmdstat_client|reply"]["calls"] == 3
+
+
+async def test_usage_records_come_back_after_a_script_flush(store: RedisStore, raw: Redis):
+    store.record_usage("u1", "/p", 60.0)
+    assert (await store.usage("u1")).total_requests == 1
+    await raw.script_flush()
+    store.record_usage("u1", "/p", 60.0)  # NOSCRIPT, unanswered: this one is lost
+    assert (await store.decide([check()])).allowed  # reloads every script
+    store.record_usage("u1", "/p", 60.0)
+    assert (await store.usage("u1")).total_requests == 2
+
+
 async def test_usage_caps_paths_per_user(store: RedisStore):
     for i in range(MAX_USAGE_PATHS + 3):
         store.record_usage("u1", f"/p{i}", 60.0)
