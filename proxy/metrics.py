@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from policies.model import Policy
 from proxy.core.events import BreakerTransition
+from proxy.core.window import RuleResult
 
 PREFIX = "resilience_proxy_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
@@ -258,10 +259,12 @@ class Metrics:
                 self.breaker_state.remove(breaker, state)
 
     # -- rate limits and storage -----------------------------------------------------------------
-    def rate_limit_decision(self, rule: str, decision: str) -> None:
+    def rate_limit_decisions(self, results: Iterable[RuleResult]) -> None:
+        """One decision's verdict per rule (`rate_limit_decision` for each, in one call)."""
         decisions = self.hot.decisions
-        key = (rule, decision)
-        decisions[key] = decisions.get(key, 0) + 1
+        for result in results:
+            key = (result.rule, result.outcome)
+            decisions[key] = decisions.get(key, 0) + 1
 
     def storage_fallback(self, active: bool) -> None:
         self.fallback.labels("redis").set(1 if active else 0)

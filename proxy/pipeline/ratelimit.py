@@ -93,9 +93,7 @@ class RateLimiter:
 
     def verdict(self, decision: Decision) -> bytes:
         """Count the decision; its header lines to send, or RateLimited (429) carrying them."""
-        metrics = self.metrics
-        for result in decision.results:
-            metrics.rate_limit_decision(result.rule, result.outcome)
+        self.metrics.rate_limit_decisions(decision.results)
         lines = limit_lines(decision)
         if not decision.allowed:
             rule = decision.blocking_rule or ""
