@@ -146,7 +146,7 @@ def conclude(
     for check, count, first in zip(checks, counts, oldest, strict=True):
         limit = check.limit
         fits = count < limit
-        after = min(count + 1, limit) if admitted else count
+        after = count + 1 if admitted and fits else count
         reset = first + check.window_s - now if first is not None else 0.0
         if reset < 0.0:
             reset = 0.0

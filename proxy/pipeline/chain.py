@@ -103,12 +103,14 @@ class Pipeline:
         forwarded_for: bytes,
         checks: list[LimitCheck],
     ) -> None:
+        """The one wait the fast path takes itself: a store that answers later (Redis)."""
         limiter = self.runtime.limiter
+        limits = b""
         try:
             limits = limiter.verdict(await limiter.store.decide(checks))
             self._forward(conn, head, route, identity, forwarded_for, limits)
         except ProxyError as error:
-            self._refuse(conn, head, route.name, error, b"")
+            self._refuse(conn, head, route.name, error, limits)
         except asyncio.CancelledError:
             self.in_flight -= 1
             raise

@@ -65,10 +65,6 @@ class RequestHead:
                 return value
         return None
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
 
 class RequestBody:
     """The request body as it arrives: read chunk by chunk, kept whole for a retry."""
