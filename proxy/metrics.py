@@ -166,8 +166,6 @@ class Metrics:
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
-        self._answer_keys: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
-        """Per upstream, the label pairs of an answered attempt: made once, not per request."""
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for channel in CHANNELS:
@@ -225,10 +223,7 @@ class Metrics:
 
     def attempt_answered(self, upstream: str, failed: bool) -> None:
         """An attempt got an answer: one breaker call and one upstream attempt, by status."""
-        keys = self._answer_keys.get(upstream)
-        if keys is None:
-            keys = self._answer_keys[upstream] = ((upstream, "success"), (upstream, "failure"))
-        key = keys[failed]
+        key = (upstream, "failure" if failed else "success")
         hot = self.hot
         hot.attempts[key] = hot.attempts.get(key, 0) + 1
         hot.breaker_calls[key] = hot.breaker_calls.get(key, 0) + 1
@@ -265,7 +260,7 @@ class Metrics:
 
     # -- rate limits and storage -----------------------------------------------------------------
     def rate_limit_decisions(self, results: Iterable[RuleResult]) -> None:
-        """One decision's verdict per rule (`rate_limit_decision` for each, in one call)."""
+        """One decision's verdict for each of its rules."""
         decisions = self.hot.decisions
         for result in results:
             key = (result.rule, result.outcome)

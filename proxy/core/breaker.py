@@ -210,8 +210,7 @@ class CircuitBreaker:
             self._total_slow_calls += 1
             self.record_failure(permit)
             return
-        # The closed state's shared permit belongs to the current epoch by construction.
-        current = True if permit is self._pass else self._settle(permit)
+        current = self._settle(permit)
         self._total_successes += 1
         if not current:
             return
@@ -257,6 +256,8 @@ class CircuitBreaker:
 
     def _settle(self, permit: Permit) -> bool:
         """Close the permit's books; True if it belongs to the current epoch's state."""
+        if permit is self._pass:
+            return True  # the closed state's shared permit: current by construction
         if not permit.allowed:
             raise ValueError("a rejected call has no outcome to record")
         if permit.probe:

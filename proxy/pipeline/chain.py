@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 
-from proxy.core.identity import ANONYMOUS, Identity
+from proxy.core.identity import Identity
 from proxy.core.routing import Route
 from proxy.core.window import LimitCheck
 from proxy.errors import NotFound, Overloaded, ProxyError
@@ -57,20 +57,11 @@ class Pipeline:
         route = runtime.routes.match(path)
         if route is None or self.in_flight >= runtime.max_in_flight:
             return False
-        if head.authorization is None:
-            identity = ANONYMOUS
-        else:
-            try:
-                identity = identify(head, runtime)
-            except ProxyError:
-                return False
-        if head.forwarded_for is None:
-            client_ip = head.peer_ip
-            forwarded_for = client_ip.encode()
-        else:
-            forwarded_for, client_ip = runtime.trusted.forwarded_for(
-                head.peer_ip, head.forwarded_for
-            )
+        try:
+            identity = identify(head, runtime)
+        except ProxyError:
+            return False
+        forwarded_for, client_ip = runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
         limits = b""
         self.in_flight += 1
         try:
@@ -127,8 +118,7 @@ class Pipeline:
         """Start the exchange by callbacks; raises Overloaded (the upstream is full)."""
         exchange = Exchange(
             conn, head, None, route, self.runtime, limits,
-            identity_headers(identity) if identity.authenticated else [],
-            forwarded_for, head.received_at,
+            identity_headers(identity), forwarded_for, head.received_at,
         )  # fmt: skip
         exchange.identity = identity
         conn.active = exchange
@@ -153,9 +143,8 @@ class Pipeline:
         conn, head = exchange.client, exchange.head
         runtime = self.runtime
         if error is None:
-            identity = exchange.identity
-            if identity is not None and identity.authenticated:
-                runtime.limiter.record_forwarded(identity, head.path)
+            if exchange.identity is not None:
+                runtime.limiter.record_forwarded(exchange.identity, head.path)
         else:
             self._answer_error(conn, head, error, exchange.extra_lines)
         self._done(conn, head, exchange.route_name, runtime)

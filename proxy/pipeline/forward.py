@@ -132,8 +132,7 @@ class Attempt:
                 raise body.error from None
             raise
         except asyncio.CancelledError:
-            conn.detach()
-            conn.abort()
+            conn.abandon()
             raise
         return self.response
 
@@ -148,8 +147,7 @@ class Attempt:
         if self.uploader is not None:
             self.uploader.cancel()
         if self.conn is not None:
-            self.conn.detach()
-            self.conn.abort()
+            self.conn.abandon()
 
     async def consume(self) -> int:
         """Read the answer to its end and give the connection back; its status."""
@@ -255,11 +253,5 @@ class Relay:
         self.on_end()
 
     def cancel(self) -> None:
-        """The client is gone: stop reading, cut the upstream connection."""
-        conn = self.attempt.conn
-        if conn is not None:
-            conn.detach()
-            conn.abort()
-        uploader = self.attempt.uploader
-        if uploader is not None and not uploader.done():
-            uploader.cancel()
+        """The client is gone: the answer is dropped half-way."""
+        self.attempt.drop()

@@ -102,7 +102,7 @@ class Exchange:
         """Raises Overloaded when the upstream has `max_in_flight` requests already."""
         self.name = name = route.upstream.name
         self.pool = pool = runtime.pools[name]
-        if pool.in_flight >= pool.policy.max_in_flight:
+        if pool.full:
             raise Overloaded(f"upstream '{name}' has too many requests in flight")
         self.guard = guard = runtime.guards[name]
         self.route_name = route.name
@@ -273,8 +273,7 @@ class Exchange:
         attempt = self.attempt = Attempt(self.pool)
         attempt.conn = conn
         self.sent_at = now = self.head.received_at
-        timeout = self.pool.policy.timeout if self.deadline is None else self._timeout(now)
-        conn.begin(self.head.method == b"HEAD", now + timeout, self)
+        conn.begin(self.head.method == b"HEAD", now + self._timeout(now), self)
         conn.transport.write(self.head_bytes)  # type: ignore[union-attr]
 
     def response_head(self, head: ResponseHead) -> None:
@@ -293,9 +292,7 @@ class Exchange:
 
     def _relayed(self) -> None:
         self.relay = None
-        self.pool.in_flight -= 1  # close(), with nothing kept
-        assert self.owner is not None
-        self.owner.exchange_done(self, None)
+        self._finish(None)
 
     def response_failed(self, failure: UpstreamFailure) -> None:
         attempt, permit = self.attempt, self.permit
@@ -348,9 +345,8 @@ class Exchange:
         elif self.permit is not None:
             self.guard.breaker.release(self.permit)
             self.permit = None
-            if self.attempt is not None and self.attempt.conn is not None:
-                self.attempt.conn.detach()
-                self.attempt.conn.abort()
+            if self.attempt is not None:
+                self.attempt.drop()
         self.close()
         assert self.owner is not None
         self.owner.exchange_gone(self)

@@ -34,7 +34,7 @@ from proxy.errors import (
     RequestTimeout,
 )
 from proxy.server.request import Headers, RequestBody, RequestHead
-from proxy.server.responses import JSON, STATUS_LINES, error_headers, status_line
+from proxy.server.responses import JSON, error_headers, status_line
 
 log = logging.getLogger("proxy.server")
 
@@ -293,10 +293,7 @@ class ClientConnection(asyncio.Protocol):
         elif not self.busy and not self._pending and not head.websocket:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
-                self.busy = True
-                self._response_started = False
-                self.chunked_out = False
-                self._closing_after = not head.keep_alive or self.state.draining
+                self._begin_response(head)
                 if fast(self, head):
                     return
                 self.busy = False
@@ -503,7 +500,7 @@ class ClientConnection(asyncio.Protocol):
             out.append(b"X-Request-Id: %s\r\nConnection: keep-alive\r\n\r\n" % head.request_id)
         else:
             out.append(b"X-Request-Id: %s\r\n\r\n" % head.request_id)
-        rendered = (STATUS_LINES.get(status) or status_line(status)) + b"".join(out)
+        rendered = status_line(status) + b"".join(out)
         if no_body:
             if self.transport is not None:
                 self.transport.write(rendered)

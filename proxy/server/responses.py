@@ -7,19 +7,18 @@ from http import HTTPStatus
 from proxy.core.headers import Headers
 from proxy.errors import ProxyError
 
-STATUS_LINES: dict[int, bytes] = {}
-"""Status lines made so far (look here first: a dict lookup is cheaper than a call)."""
+_STATUS_LINES: dict[int, bytes] = {}
 
 
 def status_line(status: int) -> bytes:
-    line = STATUS_LINES.get(status)
+    line = _STATUS_LINES.get(status)
     if line is None:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = "Unknown"
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
-        STATUS_LINES[status] = line
+        _STATUS_LINES[status] = line
     return line
 
 

@@ -154,14 +154,13 @@ class MemoryUsage:
     def record(self, user_id: str, path: str, window_s: float) -> None:
         now = self._clock.monotonic()
         user = self._users.get(user_id)
-        if user is None or user.window_s != window_s:
+        created = user is None or user.window_s != window_s
+        if created:
             user = UserUsage(window_s)
             self._users.put(user_id, user)
-            user.record(path, now)
-            self._users.tick(now, 1)
-        else:
-            user.record(path, now)
-            self._users.tick(now, 0)
+        assert user is not None
+        user.record(path, now)
+        self._users.tick(now, int(created))
 
     def snapshot(self, user_id: str) -> Usage:
         user = self._users.peek(user_id)

@@ -134,8 +134,8 @@ class HeadTimeouts:
         self.waiting: dict[UpstreamConnection, float] = {}
         self.timer: asyncio.TimerHandle | None = None
 
-    def arm(self) -> None:
-        """Make sure a scan is due (call after adding to `waiting`)."""
+    def watch(self, conn: UpstreamConnection, deadline: float) -> None:
+        self.waiting[conn] = deadline
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
 
@@ -256,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
         head.status = status = parser.get_status_code()
         if status < 200:
             return  # 1xx: informational, the real answer follows
-        self._timeouts.waiting.pop(self, None)
+        self._timeouts.unwatch(self)
         head.keep_alive = parser.should_keep_alive()
         if self._no_body or status == 204 or status == 304:
             # llhttp cannot be told a response answers HEAD: finish it here and start a
@@ -308,10 +308,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = []
         self._no_body = no_body
         self.complete = False
-        timeouts = self._timeouts
-        timeouts.waiting[self] = deadline
-        if timeouts.timer is None:
-            timeouts.arm()
+        self._timeouts.watch(self, deadline)
 
     def head_timed_out(self) -> None:
         if self._listener is not None:
@@ -341,12 +338,12 @@ class UpstreamConnection(asyncio.Protocol):
         elif self.failure is not None:
             self._end(self.failure)
 
-    def detach(self) -> None:
-        """Forget the exchange's listeners: nobody waits for this answer any more."""
-        self._timeouts.unwatch(self)
+    def abandon(self) -> None:
+        """Nobody waits for this answer any more: forget the listeners, cut the connection."""
         self._listener = None
         self._on_end = None
         self._sink = None
+        self.abort()
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -355,6 +352,12 @@ class UpstreamConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
+
+    @property
+    def usable(self) -> bool:
+        """Open, as far as this side knows: a request may be sent on it."""
+        transport = self.transport
+        return not self.lost and transport is not None and not transport.is_closing()
 
     def abort(self) -> None:
         self._timeouts.unwatch(self)

@@ -42,7 +42,7 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if conn.transport is not None and not conn.lost and not conn.transport.is_closing():
+            if conn.usable:
                 return conn
         return None
 
@@ -64,15 +64,7 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
-        transport = conn.transport
-        if (
-            keep_alive
-            and conn.complete
-            and not conn.lost
-            and transport is not None
-            and not transport.is_closing()
-            and len(self._idle) < MAX_IDLE
-        ):
+        if keep_alive and conn.complete and conn.usable and len(self._idle) < MAX_IDLE:
             self._idle.append(conn)
         else:
             conn.close()
