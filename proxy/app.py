@@ -35,6 +35,7 @@ from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
 from proxy.reload import PolicyWatcher
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
+from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
 
 log = logging.getLogger("proxy.app")
@@ -67,7 +68,7 @@ class Sidecar:
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
         )
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -151,13 +152,11 @@ class Sidecar:
 
     async def start(self, reuse_port: bool = False) -> None:
         server = self.runtime.policy.server
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self._listener = await Listener.open(
             lambda: ClientConnection(self.server_state),
-            host=server.host or None,
-            port=server.port,
-            reuse_port=reuse_port or None,
-            backlog=4096,
+            server.host or None,
+            server.port,
+            reuse_port,
         )
         self.server_state.start_sweeping()
         if self.state.hub is not None:
@@ -179,8 +178,8 @@ class Sidecar:
         self.state.draining = True
         self.server_state.draining = True
         log.info("draining", extra={"in_flight": self.server_state.in_flight()})
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         self.server_state.close_idle()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.runtime.policy.server.drain_timeout
@@ -189,6 +188,8 @@ class Sidecar:
         await self.close()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         await self.watcher.stop()
         if self.state.hub is not None:
             await self.state.hub.close()
