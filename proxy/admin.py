@@ -55,10 +55,10 @@ async def readyz(
     """200 once serving; Redis trouble shows as `degraded`, never as unreadiness."""
     _only(head, b"GET", b"HEAD")
     state = runtime.state
-    degraded = set(state.degraded)
+    troubles = set(state.degraded)
     if state.hub is not None and state.hub.degraded:
-        degraded.add("redis")  # events cannot cross replicas
-    degraded = sorted(degraded)
+        troubles.add("redis")  # events cannot cross replicas
+    degraded = sorted(troubles)
     if state.ready and not state.draining:
         _json(conn, head, {"status": "ready", "degraded": degraded})
     else:

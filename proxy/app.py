@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
+from typing import cast
 
 import uvloop
 
@@ -153,7 +154,7 @@ class Sidecar:
     async def start(self, reuse_port: bool = False) -> None:
         server = self.runtime.policy.server
         self._listener = await Listener.open(
-            lambda: ClientConnection(self.server_state),
+            lambda: cast(asyncio.BaseProtocol, ClientConnection(self.server_state)),
             server.host or None,
             server.port,
             reuse_port,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -149,7 +149,7 @@ class Metrics:
         self.events_published = Counter(
             p + "events_published_total", "Events accepted for fan-out", ["type"], registry=r
         )
-        self.events_delivered = Counter(
+        self.delivered_events = Counter(
             p + "events_delivered_total", "Event messages queued to clients", ["channel"],
             registry=r,
         )  # fmt: skip
@@ -170,11 +170,11 @@ class Metrics:
             self.reloads.labels(result)
         for channel in CHANNELS:
             self.ws_connections.labels(channel)
-            self.events_delivered.labels(channel)
+            self.delivered_events.labels(channel)
             self.slow_consumers.labels(channel)
 
     # -- priming -----------------------------------------------------------------------------
-    def prime(self, policy: Policy, breaker_states: dict[str, str]) -> None:
+    def prime(self, policy: Policy, breaker_states: Mapping[str, str]) -> None:
         """Create every policy-determined series at zero (first scrape shows them all)."""
         for name, state in breaker_states.items():
             self.set_breaker_state(name, state)
@@ -281,7 +281,7 @@ class Metrics:
         self.events_published.labels(label).inc()
 
     def events_delivered(self, channel: str, n: int) -> None:
-        self.events_delivered.labels(channel).inc(n)
+        self.delivered_events.labels(channel).inc(n)
 
     def slow_consumer_closed(self, channel: str) -> None:
         self.slow_consumers.labels(channel).inc()

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --with-system
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy policies proxy/core
+.venv/bin/mypy policies proxy scripts
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -3,6 +3,9 @@ test's start.
 
 Outage tests stop or pause `redis_server`; the `redis_url` fixture of the next test brings
 it back, so a failed outage test never breaks the tests after it.
+
+The session refuses to start on compiled modules older than their sources: it would test
+code that is not the code in the tree.
 """
 
 from __future__ import annotations
@@ -11,7 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from scripts import build_native
 from tests.support.redis_server import RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if build_native.extensions() and not build_native.is_current():
+        pytest.exit(
+            "the compiled modules are out of date: run .venv/bin/python scripts/build_native.py",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -144,7 +144,10 @@ class _Reject(Exception):
         self.error = error
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """One client connection: an asyncio protocol (duck-typed: a compiled class cannot
+    subclass `asyncio.Protocol`, and the event loop only calls the methods)."""
+
     __slots__ = (
         "_body",
         "_closing_after",

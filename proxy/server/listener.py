@@ -36,7 +36,7 @@ class Listener:
     """Listening sockets feeding `protocol_factory`; `close()` stops accepting."""
 
     def __init__(
-        self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.Protocol]
+        self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.BaseProtocol]
     ) -> None:
         self.sockets = sockets
         self._factory = protocol_factory
@@ -48,7 +48,7 @@ class Listener:
     @classmethod
     async def open(
         cls,
-        protocol_factory: Callable[[], asyncio.Protocol],
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
         host: str | None,
         port: int,
         reuse_port: bool = False,

@@ -153,7 +153,10 @@ class HeadTimeouts:
             self.timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """One keep-alive connection to an upstream: an asyncio protocol (duck-typed, as
+    `ClientConnection` is)."""
+
     __slots__ = (
         "_buffered",
         "_head",

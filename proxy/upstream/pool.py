@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 from urllib.parse import urlsplit
 
 from policies.model import UpstreamPolicy
@@ -53,15 +54,17 @@ class UpstreamPool:
             return warm
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: UpstreamConnection(self._forget, self.timeouts), self.host, self.port
-                ),
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(self._new_protocol, self.host, self.port),
                 self.policy.connect_timeout,
             )
         except (OSError, TimeoutError) as error:
             raise ConnectFailure(f"cannot connect to upstream '{self.policy.name}'") from error
-        return conn
+        return cast(UpstreamConnection, protocol)
+
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        # The loop only calls the protocol's methods: the (compiled) class need not inherit.
+        return cast(asyncio.BaseProtocol, UpstreamConnection(self._forget, self.timeouts))
 
     def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
         if keep_alive and conn.complete and conn.usable and len(self._idle) < MAX_IDLE:

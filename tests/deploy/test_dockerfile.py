@@ -1,13 +1,13 @@
 """The Dockerfile lints clean and the commands it runs work (no Docker engine needed).
 
 hadolint reports nothing at level warning or above. .dockerignore lets through every file
-the Dockerfile COPYs (caches aside) and keeps the rest of the repository out. A fresh venv
-gets `pip install` of that build context (the COPY sources as .dockerignore filters them);
-from a directory holding only policies.yaml (as /app in the image), the installed package
-(not the repository's source) validates the shipped policy and both entrypoints answer
---help. The image's CMD runs the sidecar on /app/policies.yaml as a non-root user, and its
-HEALTHCHECK command, run from that venv, passes against a live sidecar and fails where
-nothing listens.
+the Dockerfile COPYs (caches and compiled extensions aside) and keeps the rest of the
+repository out. A fresh venv gets `pip install` of that build context (the COPY sources
+as .dockerignore filters them); from a directory holding only policies.yaml (as /app in
+the image), the installed package (not the repository's source) validates the shipped
+policy and both entrypoints answer --help. The image's CMD runs the sidecar on
+/app/policies.yaml as a non-root user, and its HEALTHCHECK command, run from that venv,
+passes against a live sidecar and fails where nothing listens.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_else() -> None:
         paths = [origin] if origin.is_file() else origin.rglob("*")
         for path in paths:
             relative = path.relative_to(REPO).as_posix()
-            cache = "__pycache__" in path.parts or path.suffix == ".pyc"
+            # Caches and this machine's compiled extensions (scripts/build_native.py).
+            cache = "__pycache__" in path.parts or path.suffix in (".pyc", ".so")
             if path.is_file():
                 assert (relative in sent) != cache, relative
     assert "proxy/storage/lua" in {Path(p).parent.as_posix() for p in sent}
@@ -157,6 +158,7 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_else() -> None:
         "tests/deploy/conftest.py",
         "deploy/policies.compose.yaml",
         "proxy/__pycache__/app.cpython-311.pyc",
+        "proxy/server/http11.cpython-311-x86_64-linux-gnu.so",
     ):
         assert ignored_by_dockerignore(outside), outside
 

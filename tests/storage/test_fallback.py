@@ -60,11 +60,11 @@ class FakeBreaker:
         self.released += 1
 
 
-class BrokenStore(MemoryStore):
+class BrokenStore:
     """A primary that fails every call with `error` while `broken`, else answers from memory."""
 
     def __init__(self, clock: FakeClock, error: Exception) -> None:
-        super().__init__(clock)
+        self.memory = MemoryStore(clock)
         self.error = error
         self.broken = True
         self.calls = 0
@@ -73,12 +73,24 @@ class BrokenStore(MemoryStore):
         self.calls += 1
         if self.broken:
             raise self.error
-        return await super().decide(checks)
+        return await self.memory.decide(checks)
+
+    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
+        return None
+
+    def record_usage(self, user_id: str, path: str, window_s: float) -> None:
+        self.memory.record_usage(user_id, path, window_s)
 
     async def usage(self, user_id: str) -> Usage:
         if self.broken:
             raise self.error
-        return await super().usage(user_id)
+        return await self.memory.usage(user_id)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self.memory.close()
 
 
 def check(limit: int = 4, key: str = "u1", shadow: bool = False) -> LimitCheck:
@@ -196,12 +208,12 @@ async def test_one_failed_batch_counts_as_one_failure():
 
 
 async def test_a_cancelled_decision_releases_its_permit():
-    class Hanging(MemoryStore):
+    class Hanging(BrokenStore):
         async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
-    store, breaker, _, _ = make(Hanging())
+    store, breaker, _, _ = make(Hanging(FakeClock(), StoreUnavailable("unused")))
     task = asyncio.create_task(store.decide([check()]))
     await asyncio.sleep(0)
     task.cancel()
