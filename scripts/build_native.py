@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAMP = REPO / "build" / "native.stamp"
 
 MODULES = (
+    "proxy/clock.py",
     "proxy/core/backoff.py",
     "proxy/core/breaker.py",
     "proxy/core/budget.py",
@@ -35,15 +36,20 @@ MODULES = (
     "proxy/core/routing.py",
     "proxy/core/token_cache.py",
     "proxy/core/window.py",
+    "proxy/metrics.py",
     "proxy/pipeline/chain.py",
     "proxy/pipeline/forward.py",
     "proxy/pipeline/identity.py",
     "proxy/pipeline/ratelimit.py",
     "proxy/pipeline/resilience.py",
     "proxy/server/http11.py",
+    "proxy/server/own_routes.py",
     "proxy/server/request.py",
     "proxy/server/responses.py",
+    "proxy/storage/base.py",
+    "proxy/storage/fallback.py",
     "proxy/storage/memory.py",
+    "proxy/storage/redis.py",
     "proxy/upstream/connection.py",
     "proxy/upstream/pool.py",
 )

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-# The three values below are made per request on the hot path: plain slotted dataclasses
-# (treated as immutable by convention) construct about 3x faster than frozen ones, whose
-# __init__ goes through object.__setattr__ for every field.
-@dataclass(slots=True)
+# The three values below are made per request on the hot path, so their `__init__`s are
+# written out: mypyc compiles those, while a dataclass-generated one stays interpreted (and
+# a frozen one goes through object.__setattr__ per field). They are treated as immutable.
+@dataclass(slots=True, init=False)
 class LimitCheck:
     """One rule applied to one request: at most `limit` per `window_s` for `key`."""
 
@@ -35,10 +35,19 @@ class LimitCheck:
     key: str
     limit: int
     window_s: float
-    shadow: bool = False
+    shadow: bool
+
+    def __init__(
+        self, rule: str, key: str, limit: int, window_s: float, shadow: bool = False
+    ) -> None:
+        self.rule = rule
+        self.key = key
+        self.limit = limit
+        self.window_s = window_s
+        self.shadow = shadow
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RuleResult:
     """What one rule says about one request, after the decision was recorded."""
 
@@ -53,6 +62,24 @@ class RuleResult:
     reset_after_s: float
     """Seconds until the oldest admitted request leaves the window (0: nothing to free)."""
 
+    def __init__(
+        self,
+        rule: str,
+        allowed: bool,
+        shadow: bool,
+        limit: int,
+        window_s: float,
+        remaining: int,
+        reset_after_s: float,
+    ) -> None:
+        self.rule = rule
+        self.allowed = allowed
+        self.shadow = shadow
+        self.limit = limit
+        self.window_s = window_s
+        self.remaining = remaining
+        self.reset_after_s = reset_after_s
+
     @property
     def outcome(self) -> str:
         """The `decision` label of `rate_limit_decisions_total`."""
@@ -61,7 +88,7 @@ class RuleResult:
         return "shadow_limited" if self.shadow else "limited"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Decision:
     allowed: bool
     results: tuple[RuleResult, ...]
@@ -69,6 +96,18 @@ class Decision:
     """The enforcing rule that refused with the longest wait (None when admitted)."""
     retry_after_s: float
     """Seconds until every refusing rule has a free slot again (0 when admitted)."""
+
+    def __init__(
+        self,
+        allowed: bool,
+        results: tuple[RuleResult, ...],
+        blocking_rule: str | None,
+        retry_after_s: float,
+    ) -> None:
+        self.allowed = allowed
+        self.results = results
+        self.blocking_rule = blocking_rule
+        self.retry_after_s = retry_after_s
 
 
 ADMIT_ALL = Decision(True, (), None, 0.0)
