@@ -42,6 +42,7 @@ MODULES = (
     "proxy/pipeline/identity.py",
     "proxy/pipeline/ratelimit.py",
     "proxy/pipeline/resilience.py",
+    "proxy/pipeline/runtime.py",
     "proxy/server/http11.py",
     "proxy/server/own_routes.py",
     "proxy/server/request.py",

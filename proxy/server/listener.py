@@ -59,7 +59,10 @@ class Listener:
         sockets: list[socket.socket] = []
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError:
+                    continue  # a family this host lacks (IPv6 turned off): as asyncio does
                 sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if reuse_port:
@@ -73,6 +76,8 @@ class Listener:
             for sock in sockets:
                 sock.close()
             raise
+        if not sockets:
+            raise OSError(errno.EAFNOSUPPORT, f"no address of {host!r} can be listened on")
         return cls(sockets, protocol_factory)
 
     def _accept(self, sock: socket.socket) -> None:

@@ -80,3 +80,13 @@ async def test_a_port_in_use_is_an_error_and_leaves_no_socket_open() -> None:
             await Listener.open(factory, "127.0.0.1", port)
     finally:
         first.close()
+
+
+async def test_no_host_listens_on_every_interface() -> None:
+    _, factory = recorder_factory()
+    listener = await Listener.open(factory, None, 0)
+    try:
+        bound = {sock.getsockname()[0] for sock in listener.sockets}
+        assert "0.0.0.0" in bound
+    finally:
+        listener.close()
