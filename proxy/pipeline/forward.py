@@ -16,7 +16,6 @@ from proxy.errors import ProxyError
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.upstream.connection import (
-    DROP_ON_RESPONSE,
     HeadWaiter,
     ResponseHead,
     UpstreamConnection,
@@ -52,15 +51,6 @@ def upstream_head(
     elif head.content_length is not None:
         lines.append(b"content-length: %d\r\n" % head.content_length)
     return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, target, b"".join(lines))
-
-
-def response_headers(resp: ResponseHead) -> Headers:
-    named = connection_tokens(resp.headers) if resp.header(b"connection") is not None else ()
-    return [
-        (name, value)
-        for name, value in resp.headers
-        if name not in DROP_ON_RESPONSE and name not in named
-    ]
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:
@@ -204,10 +194,7 @@ class Relay:
         conn, resp = self.attempt.conn, self.attempt.response
         assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
-        if resp.names_hop_headers:
-            lines = [name + b": " + value + b"\r\n" for name, value in response_headers(resp)]
-        else:
-            lines = resp.lines
+        lines = resp.passed_lines()
         if extra:
             lines.append(extra)
         self.has_body = self.client.send_head_lines(head, resp.status, lines, length)

@@ -157,7 +157,7 @@ class Exchange:
         self.last_failure = None
         if status not in self.guard.planner.retry_statuses:
             return None
-        value = response.header(b"retry-after")
+        value = response.retry_after
         retry_after = None if value is None else parse_retry_after(value, time.time())
         return self._plan(STATUS, status, retry_after)
 

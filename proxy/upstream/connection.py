@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from proxy.core.headers import HOP_BY_HOP, Headers
+from proxy.core.headers import HOP_BY_HOP
 
 
 class UpstreamFailure(Exception):
@@ -58,27 +58,22 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 class ResponseHead:
     """An upstream response's head, filled in by the parser's callbacks as it arrives.
 
-    No `__slots__`: fields most responses leave alone are class-level defaults.
+    No `__slots__`: fields most responses leave alone are class-level defaults. The headers
+    are kept rendered, as they go back to the client; the few the sidecar reads itself are
+    noted on the way.
     """
 
     status = 0
     keep_alive = False
     content_length: int | None = None
     chunked = False
-    names_hop_headers = False
-    """`Connection` lists extra hop-by-hop names: `lines` must be filtered again."""
+    retry_after: bytes | None = None
+    hop_names: frozenset[bytes] = frozenset()
+    """Extra hop-by-hop names listed in `Connection`: `lines` must be filtered again."""
 
     def __init__(self) -> None:
-        self.headers: Headers = []
-        """(lower-cased name, value) pairs, all of them."""
         self.lines: list[bytes] = []
         """Headers to pass back, rendered, minus DROP_ON_RESPONSE (original case kept)."""
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
     def note_dropped(self, lower: bytes, value: bytes) -> None:
         """A header the client never gets as it is: framing, hop-by-hop."""
@@ -86,7 +81,15 @@ class ResponseHead:
             self.chunked = self.chunked or b"chunked" in value.lower()
         elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
             tokens = {t.strip().lower() for t in value.split(b",")}
-            self.names_hop_headers = self.names_hop_headers or not tokens <= _PLAIN_CONNECTION
+            self.hop_names = self.hop_names | (tokens - _PLAIN_CONNECTION)
+
+    def passed_lines(self) -> list[bytes]:
+        """`lines` minus the headers `Connection` named."""
+        if not self.hop_names:
+            return self.lines
+        return [
+            line for line in self.lines if line.split(b":", 1)[0].lower() not in self.hop_names
+        ]
 
 
 class ResponseListener(Protocol):
@@ -245,9 +248,10 @@ class UpstreamConnection:
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
         head = self._head
-        head.headers.append((lower, value))
         if lower not in DROP_ON_RESPONSE:
             head.lines.append(name + b": " + value + b"\r\n")
+            if lower == b"retry-after":
+                head.retry_after = value
         elif lower == b"content-length":
             head.content_length = int(value)
         else:
