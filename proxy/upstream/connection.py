@@ -87,9 +87,7 @@ class ResponseHead:
         """`lines` minus the headers `Connection` named."""
         if not self.hop_names:
             return self.lines
-        return [
-            line for line in self.lines if line.split(b":", 1)[0].lower() not in self.hop_names
-        ]
+        return [line for line in self.lines if line.split(b":", 1)[0].lower() not in self.hop_names]
 
 
 class ResponseListener(Protocol):
