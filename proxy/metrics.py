@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import cast
 
 from prometheus_client import (
@@ -263,7 +263,7 @@ class Metrics:
                 self.breaker_state.remove(breaker, state)
 
     # -- rate limits and storage -----------------------------------------------------------------
-    def rate_limit_decisions(self, results: Iterable[RuleResult]) -> None:
+    def rate_limit_decisions(self, results: tuple[RuleResult, ...]) -> None:
         """One decision's verdict for each of its rules."""
         decisions = self.hot.decisions
         for result in results:

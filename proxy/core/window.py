@@ -20,7 +20,6 @@ traffic overruns, and bounds memory per key.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -149,40 +148,47 @@ class SlidingLog:
         self.window_s = window_s
 
 
-def decide(entries: Sequence[tuple[LimitCheck, SlidingLog]], now: float) -> Decision:
-    """Check every rule, then record in all of them only if every enforcing rule admits."""
+def decide(checks: list[LimitCheck], logs: list[SlidingLog], now: float) -> Decision:
+    """Check every rule (`logs[i]` is `checks[i]`'s), then record in all of them only if
+    every enforcing rule admits."""
     counts: list[int] = []
-    oldest: list[float | None] = []
     admitted = True
-    for check, log in entries:
-        count, first = log.check(now)
+    for i in range(len(checks)):
+        check = checks[i]
+        count = logs[i].check(now)[0]
         counts.append(count)
-        oldest.append(first)
         if count >= check.limit and not check.shadow:
             admitted = False
     if admitted:
-        for i, (_, log) in enumerate(entries):
+        for log in logs:
             log.admit(now)
-            oldest[i] = log.times[0]
-    return conclude([check for check, _ in entries], counts, oldest, admitted, now)
+    oldest: list[float | None] = []
+    for log in logs:
+        oldest.append(log.times[0] if log.times else None)
+    return conclude(checks, counts, oldest, admitted, now)
 
 
 def conclude(
-    checks: Sequence[LimitCheck],
-    counts: Sequence[int],
-    oldest: Sequence[float | None],
+    checks: list[LimitCheck],
+    counts: list[int],
+    oldest: list[float | None],
     admitted: bool,
     now: float,
 ) -> Decision:
     """Per-rule results from the counts BEFORE the decision and the oldest timestamp AFTER it.
 
     `now` and `oldest` share one time base (the store's clock or Redis `TIME`); only their
-    difference is used.
+    difference is used. (Index loops over lists: what mypyc compiles tightest.)
     """
-    results = []
+    if not (len(checks) == len(counts) == len(oldest)):
+        raise ValueError("one count and one oldest timestamp per check")
+    results: list[RuleResult] = []
     blocking: str | None = None
     retry_after = 0.0
-    for check, count, first in zip(checks, counts, oldest, strict=True):
+    for i in range(len(checks)):
+        check = checks[i]
+        count = counts[i]
+        first = oldest[i]
         limit = check.limit
         fits = count < limit
         after = count + 1 if admitted and fits else count
@@ -211,10 +217,14 @@ def conclude(
     return Decision(admitted, tuple(results), blocking, retry_after)
 
 
-def most_restrictive(results: Sequence[RuleResult]) -> RuleResult | None:
+def most_restrictive(results: tuple[RuleResult, ...]) -> RuleResult | None:
     """The rule whose headers a response carries: fewest remaining, ties to the lower limit."""
     best: RuleResult | None = None
     for result in results:
-        if best is None or (result.remaining, result.limit) < (best.remaining, best.limit):
+        if (
+            best is None
+            or result.remaining < best.remaining
+            or (result.remaining == best.remaining and result.limit < best.limit)
+        ):
             best = result
     return best

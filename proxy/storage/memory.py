@@ -201,7 +201,8 @@ class MemoryStore:
         now = self._clock.monotonic()
         logs = self._logs
         scale = self.scale
-        entries = []
+        rules: list[LimitCheck] = []
+        found: list[SlidingLog] = []
         created = 0
         for check in checks:
             if scale > 1:
@@ -215,8 +216,9 @@ class MemoryStore:
                 created += 1
             elif log.limit != check.limit or log.window_s != check.window_s:
                 log.reconfigure(check.limit, check.window_s)
-            entries.append((check, log))
-        decision = decide(entries, now)
+            rules.append(check)
+            found.append(log)
+        decision = decide(rules, found, now)
         logs.tick(now, created)
         return decision
 

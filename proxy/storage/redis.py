@@ -127,7 +127,7 @@ def decision_from_reply(checks: Sequence[LimitCheck], reply: bytes) -> Decision:
     fields = reply.split()
     counts = [int(count) for count in fields[2::2]]
     oldest = [float(first) / MICROS if first != b"-1" else None for first in fields[3::2]]
-    return conclude(checks, counts, oldest, fields[0] == b"1", int(fields[1]) / MICROS)
+    return conclude(list(checks), counts, oldest, fields[0] == b"1", int(fields[1]) / MICROS)
 
 
 class RedisStore:

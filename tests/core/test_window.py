@@ -20,8 +20,9 @@ def rule(name: str = "r", limit: int = 3, window_s: float = 60.0, shadow: bool =
     return LimitCheck(name, "k", limit, window_s, shadow)
 
 
-def entries(*checks: LimitCheck) -> list[tuple[LimitCheck, SlidingLog]]:
-    return [(c, SlidingLog(c.limit, c.window_s)) for c in checks]
+def entries(*checks: LimitCheck) -> tuple[list[LimitCheck], list[SlidingLog]]:
+    """The checks and one fresh log for each, as `decide` takes them."""
+    return list(checks), [SlidingLog(c.limit, c.window_s) for c in checks]
 
 
 def test_log_counts_only_the_window_and_drops_the_boundary():
@@ -61,18 +62,18 @@ def test_single_rule_remaining_and_reset_follow_the_oldest_admission():
     pair = entries(rule(limit=3, window_s=60.0))
     seen = []
     for t in (0.0, 10.0, 20.0):
-        d = decide(pair, t)
+        d = decide(*pair, t)
         assert d.allowed and d.blocking_rule is None and d.retry_after_s == 0.0
         seen.append((d.results[0].remaining, d.results[0].reset_after_s))
     assert seen == [(2, 60.0), (1, 50.0), (0, 40.0)]
 
-    refused = decide(pair, 30.0)
+    refused = decide(*pair, 30.0)
     assert not refused.allowed
     assert refused.blocking_rule == "r"
     assert refused.retry_after_s == 30.0
     assert refused.results[0] == RuleResult("r", False, False, 3, 60.0, 0, 30.0)
 
-    again = decide(pair, 60.0)  # the admission at 0 has left the window
+    again = decide(*pair, 60.0)  # the admission at 0 has left the window
     assert again.allowed
     assert (again.results[0].remaining, again.results[0].reset_after_s) == (0, 10.0)
 
@@ -80,8 +81,8 @@ def test_single_rule_remaining_and_reset_follow_the_oldest_admission():
 def test_rejection_by_one_rule_records_nothing_in_the_others():
     tight, loose = rule("tight", limit=1), rule("loose", limit=5)
     pair = entries(tight, loose)
-    assert decide(pair, 0.0).allowed
-    refused = decide(pair, 1.0)
+    assert decide(*pair, 0.0).allowed
+    refused = decide(*pair, 1.0)
     assert not refused.allowed and refused.blocking_rule == "tight"
     assert list(pair[1][1].times) == [0.0]
     assert refused.results[1] == RuleResult("loose", True, False, 5, 60.0, 4, 59.0)
@@ -89,18 +90,18 @@ def test_rejection_by_one_rule_records_nothing_in_the_others():
 
 def test_shadow_rule_never_blocks_and_counts_real_traffic():
     pair = entries(rule("enforced", limit=10), rule("shadow", limit=2, shadow=True))
-    outcomes = [decide(pair, float(t)).results[1].outcome for t in range(4)]
+    outcomes = [decide(*pair, float(t)).results[1].outcome for t in range(4)]
     assert outcomes == ["allowed", "allowed", "shadow_limited", "shadow_limited"]
     assert list(pair[1][1].times) == [2.0, 3.0]  # bounded at the limit, newest kept
-    assert len(pair[0][1].times) == 4
-    last = decide(pair, 4.0)
+    assert len(pair[1][0].times) == 4
+    last = decide(*pair, 4.0)
     assert last.allowed and last.results[1].remaining == 0
 
 
 def test_blocking_rule_is_the_refusing_rule_with_the_longest_wait():
     pair = entries(rule("short", limit=1, window_s=10.0), rule("long", limit=1, window_s=60.0))
-    decide(pair, 0.0)
-    refused = decide(pair, 5.0)
+    decide(*pair, 0.0)
+    refused = decide(*pair, 5.0)
     assert (refused.blocking_rule, refused.retry_after_s) == ("long", 55.0)
 
 
@@ -115,8 +116,8 @@ def test_most_restrictive_is_fewest_remaining_then_lower_limit():
     a = RuleResult("a", True, False, 100, 60.0, 5, 1.0)
     b = RuleResult("b", True, False, 10, 60.0, 5, 1.0)
     c = RuleResult("c", True, False, 50, 60.0, 7, 1.0)
-    assert most_restrictive([c, a, b]) is b
-    assert most_restrictive([]) is None
+    assert most_restrictive((c, a, b)) is b
+    assert most_restrictive(()) is None
 
 
 def test_conclude_reads_an_empty_rule_as_nothing_to_free():
@@ -125,7 +126,7 @@ def test_conclude_reads_an_empty_rule_as_nothing_to_free():
 
 
 def test_decide_without_rules_admits():
-    assert decide([], 0.0) == ADMIT_ALL
+    assert decide([], [], 0.0) == ADMIT_ALL
 
 
 # Times are multiples of 1/64 s so every sum and difference below is exact in floating point.
@@ -134,7 +135,7 @@ ticks = st.lists(st.integers(0, 64 * 100), min_size=1, max_size=150).map(sorted)
 
 def run(times: list[float], checks: list[LimitCheck]) -> list[bool]:
     pair = entries(*checks)
-    return [decide(pair, t).allowed for t in times]
+    return [decide(*pair, t).allowed for t in times]
 
 
 @settings(max_examples=300, deadline=None)
