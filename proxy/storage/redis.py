@@ -140,6 +140,7 @@ class RedisStore:
         "_pending",
         "_seq_key",
         "_timeout",
+        "_usage",
         "_usage_prefix",
         "_window_prefix",
     )
@@ -152,6 +153,8 @@ class RedisStore:
         self._usage_prefix = f"{prefix}u:"
         self._argv: dict[tuple[int, float, bool], bytes] = {}
         self._pending: list[_Call] = []
+        self._usage: dict[tuple[str, str, float], int] = {}
+        """Usage records since the last flush, summed per (user, path, window)."""
         self._batches: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -191,16 +194,29 @@ class RedisStore:
         return decision_from_reply(checks, await self._call(SLIDING_WINDOW, payload))
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
-        """Queued in the next batch; its outcome is not awaited (usage is best effort)."""
-        argv = bulks(
-            utf8(path),
-            b"%d" % max(1, round(window_s * 1000)),
-            b"%d" % USAGE_BUCKETS,
-            b"%d" % MAX_USAGE_PATHS,
-            OTHER_PATHS.encode(),
-        )
-        payload = USAGE_RECORD.call((utf8(f"{self._usage_prefix}{user_id}"),), argv, 5)
-        self._submit(_Call(USAGE_RECORD, payload, None))
+        """Counted into the next batch: the requests of one user on one path since the last
+        flush become one record (with their count); its outcome is not awaited (usage is
+        best effort)."""
+        usage = self._usage
+        key = (user_id, path, window_s)
+        usage[key] = usage.get(key, 0) + 1
+        if len(usage) == 1 and not self._pending:
+            self._schedule_flush()
+
+    def _usage_calls(self, usage: dict[tuple[str, str, float], int]) -> list[_Call]:
+        calls = []
+        for (user_id, path, window_s), count in usage.items():
+            argv = bulks(
+                utf8(path),
+                b"%d" % max(1, round(window_s * 1000)),
+                b"%d" % USAGE_BUCKETS,
+                b"%d" % MAX_USAGE_PATHS,
+                OTHER_PATHS.encode(),
+                b"%d" % count,
+            )
+            payload = USAGE_RECORD.call((utf8(f"{self._usage_prefix}{user_id}"),), argv, 6)
+            calls.append(_Call(USAGE_RECORD, payload, None))
+        return calls
 
     async def usage(self, user_id: str) -> Usage:
         key = utf8(f"{self._usage_prefix}{user_id}")
@@ -245,14 +261,21 @@ class RedisStore:
     def _submit(self, call: _Call) -> None:
         pending = self._pending
         pending.append(call)
-        if len(pending) == 1:
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+        if len(pending) == 1 and not self._usage:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """One flush per event-loop turn takes everything queued until it runs."""
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     async def _flush(self) -> None:
         """Send every call queued since the last flush; every caller gets an answer."""
         batch, self._pending = self._pending, []
+        if self._usage:
+            usage, self._usage = self._usage, {}
+            batch = self._usage_calls(usage) + batch  # a read in this batch sees them
         awaited = [call for call in batch if call.future is not None]
         replies: Iterable[Any]
         try:

@@ -158,13 +158,16 @@ async def test_usage_counts_paths_of_each_user(store: RedisStore):
     assert await store.usage("nobody") == Usage({}, 0)
 
 
-async def test_usage_records_are_sent_without_replies(store: RedisStore, raw: Redis):
+async def test_usage_records_of_one_turn_are_summed_and_sent_without_replies(
+    store: RedisStore, raw: Redis
+):
     await raw.config_resetstat()
     for _ in range(3):
         store.record_usage("u1", "/p", 60.0)
-    assert (await store.usage("u1")).total_requests == 3
+    store.record_usage("u1", "/q", 60.0)
+    assert await store.usage("u1") == Usage({"/p": 3, "/q": 1}, 4)
     stats = await raw.info("commandstats")
-    assert stats["cmdstat_client|reply"]["calls"] == 3
+    assert stats["cmdstat_client|reply"]["calls"] == 2  # one record per (user, path)
 
 
 async def test_usage_records_come_back_after_a_script_flush(store: RedisStore, raw: Redis):
