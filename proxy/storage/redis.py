@@ -55,6 +55,9 @@ DEFAULT_PREFIX = "rl:"
 LUA_DIR = Path(__file__).with_name("lua")
 MICROS = 1_000_000
 
+USAGE_DELAY_S = 0.05
+"""Usage records wait for the next batch of decisions at most this long."""
+
 
 def bulk(data: bytes) -> bytes:
     """One RESP bulk string."""
@@ -142,6 +145,7 @@ class RedisStore:
         "_timeout",
         "_usage",
         "_usage_prefix",
+        "_usage_timer",
         "_window_prefix",
     )
 
@@ -155,6 +159,7 @@ class RedisStore:
         self._pending: list[_Call] = []
         self._usage: dict[tuple[str, str, float], int] = {}
         """Usage records since the last flush, summed per (user, path, window)."""
+        self._usage_timer: asyncio.TimerHandle | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -194,13 +199,20 @@ class RedisStore:
         return decision_from_reply(checks, await self._call(SLIDING_WINDOW, payload))
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
-        """Counted into the next batch: the requests of one user on one path since the last
-        flush become one record (with their count); its outcome is not awaited (usage is
-        best effort)."""
+        """Counted into the next batch of decisions (or sent within `USAGE_DELAY_S` when no
+        decision comes): the requests of one user on one path by then become one record
+        with their count. Its outcome is not awaited (usage is best effort)."""
         usage = self._usage
         key = (user_id, path, window_s)
         usage[key] = usage.get(key, 0) + 1
-        if len(usage) == 1 and not self._pending:
+        if self._usage_timer is None:
+            self._usage_timer = asyncio.get_running_loop().call_later(
+                USAGE_DELAY_S, self._usage_due
+            )
+
+    def _usage_due(self) -> None:
+        self._usage_timer = None
+        if self._usage and not self._pending:
             self._schedule_flush()
 
     def _usage_calls(self, usage: dict[tuple[str, str, float], int]) -> list[_Call]:
@@ -238,6 +250,11 @@ class RedisStore:
 
     async def close(self) -> None:
         """Let the batches in flight finish (each is bounded by the timeout), then disconnect."""
+        if self._usage_timer is not None:
+            self._usage_timer.cancel()
+            self._usage_timer = None
+        if self._usage and not self._pending:
+            self._schedule_flush()
         while self._batches:
             await asyncio.gather(*self._batches)
         await self._client.aclose()
@@ -261,7 +278,7 @@ class RedisStore:
     def _submit(self, call: _Call) -> None:
         pending = self._pending
         pending.append(call)
-        if len(pending) == 1 and not self._usage:
+        if len(pending) == 1:
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
