@@ -65,21 +65,23 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _built(module: str) -> list[Path]:
+    """The extension files built from `module` (none, or one per build of it)."""
+    source = REPO / module
+    return list(source.parent.glob(source.stem + ".*.so"))
+
+
 def extensions() -> list[Path]:
     """The built files: one extension per module and mypyc's shared runtime library."""
     found = list(REPO.glob("*__mypyc.*.so"))
     for module in MODULES:
-        source = REPO / module
-        found.extend(source.parent.glob(source.stem + ".*.so"))
+        found.extend(_built(module))
     return found
 
 
 def is_current() -> bool:
-    for module in MODULES:
-        source = REPO / module
-        if not any(source.parent.glob(source.stem + ".*.so")):
-            return False
-    return STAMP.exists() and STAMP.read_text().strip() == fingerprint()
+    every_module = all(_built(module) for module in MODULES)
+    return every_module and STAMP.exists() and STAMP.read_text().strip() == fingerprint()
 
 
 def clean() -> None:

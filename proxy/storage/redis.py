@@ -249,12 +249,11 @@ class RedisStore:
         return True
 
     async def close(self) -> None:
-        """Let the batches in flight finish (each is bounded by the timeout), then disconnect."""
+        """Send what is queued, let the batches in flight finish (each is bounded by the
+        timeout), then disconnect."""
         if self._usage_timer is not None:
             self._usage_timer.cancel()
-            self._usage_timer = None
-        if self._usage and not self._pending:
-            self._schedule_flush()
+            self._usage_due()
         while self._batches:
             await asyncio.gather(*self._batches)
         await self._client.aclose()
