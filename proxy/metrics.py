@@ -9,9 +9,8 @@ scrape. Children are cached: `labels()` costs a lock and a dict walk per call.
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_left
 from collections.abc import Iterator, Mapping
-from typing import cast
+from typing import Final, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,9 +43,10 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 )
 # From half a millisecond (a cached fast path) to 30 s (the longest sensible deadline).
-LATENCY_BUCKETS = (
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+_BUCKETS: Final = len(LATENCY_BUCKETS)
 
 
 def method_label(method: str) -> str:
@@ -56,13 +56,36 @@ def method_label(method: str) -> str:
 class RouteSeries:
     """One (route, method) pair's request counts by status code and its latency histogram."""
 
-    __slots__ = ("codes", "labels", "row")
+    __slots__ = ("codes", "counts", "labels", "seconds")
 
     def __init__(self, labels: tuple[str, str]) -> None:
         self.labels = labels
         self.codes: dict[int, int] = {}
-        self.row = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        """Per-bucket counts (not cumulative), then the +Inf bucket, then the sum."""
+        self.counts = [0] * (_BUCKETS + 1)
+        """Per-bucket counts (not cumulative), then the +Inf bucket."""
+        self.seconds = 0.0
+
+    def observe(self, code: int, seconds: float) -> None:
+        codes = self.codes
+        codes[code] = codes.get(code, 0) + 1
+        # A scan from the smallest bound: most requests stop at the first (no bisect call,
+        # which would box the bounds).
+        i = 0
+        while i < _BUCKETS and seconds > LATENCY_BUCKETS[i]:
+            i += 1
+        self.counts[i] += 1
+        self.seconds += seconds
+
+
+class AnswerCounts:
+    """An upstream's answered attempts, by whether the answer counts as a failure (5xx):
+    each one is an `upstream_attempts_total` and a `circuit_breaker_calls_total` sample."""
+
+    __slots__ = ("failed", "ok")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
 
 
 class HotPathCollector:
@@ -81,6 +104,8 @@ class HotPathCollector:
         """By (route, method label); unknown methods share the label `other`."""
         self.attempts: dict[tuple[str, str], int] = {}
         self.breaker_calls: dict[tuple[str, str], int] = {}
+        self.answers: dict[str, AnswerCounts] = {}
+        """Answered attempts by upstream: added to `attempts` and `breaker_calls` at scrape."""
         self.decisions: dict[tuple[str, str], int] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -99,18 +124,23 @@ class HotPathCollector:
         )
         bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
         for one in series:
-            row = list(one.row)
             cumulative, buckets = 0.0, []
-            for bound, count in zip(bounds, row[:-1], strict=True):
+            for bound, count in zip(bounds, list(one.counts), strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
-            duration.add_metric(list(one.labels), buckets, row[-1])
+            duration.add_metric(list(one.labels), buckets, one.seconds)
         yield duration
+        attempts, breaker_calls = dict(self.attempts), dict(self.breaker_calls)
+        for upstream, answers in list(self.answers.items()):
+            for totals in (attempts, breaker_calls):
+                for outcome, count in (("success", answers.ok), ("failure", answers.failed)):
+                    key = (upstream, outcome)
+                    totals[key] = totals.get(key, 0) + count
         for name, doc, label_names, values in (
             ("upstream_attempts_total", "Attempts sent upstream", ["upstream", "outcome"],
-             self.attempts),
+             attempts),
             ("circuit_breaker_calls_total", "Calls through a breaker", ["breaker", "outcome"],
-             self.breaker_calls),
+             breaker_calls),
             ("rate_limit_decisions_total", "Rate-limit decisions per rule", ["rule", "decision"],
              self.decisions),
         ):  # fmt: skip
@@ -210,11 +240,7 @@ class Metrics:
         series = self._series.get((route, method))
         if series is None:
             series = self._new_series(route, method)
-        codes = series.codes
-        codes[code] = codes.get(code, 0) + 1
-        row = series.row
-        row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        row[-1] += seconds
+        series.observe(code, seconds)
 
     def _new_series(self, route: str, method: bytes) -> RouteSeries:
         labels = (route, method_label(method.decode("latin-1")))
@@ -227,10 +253,13 @@ class Metrics:
 
     def attempt_answered(self, upstream: str, failed: bool) -> None:
         """An attempt got an answer: one breaker call and one upstream attempt, by status."""
-        key = (upstream, "failure" if failed else "success")
-        hot = self.hot
-        hot.attempts[key] = hot.attempts.get(key, 0) + 1
-        hot.breaker_calls[key] = hot.breaker_calls.get(key, 0) + 1
+        answers = self.hot.answers.get(upstream)
+        if answers is None:
+            answers = self.hot.answers[upstream] = AnswerCounts()
+        if failed:
+            answers.failed += 1
+        else:
+            answers.ok += 1
 
     def upstream_attempt(self, upstream: str, outcome: str) -> None:
         attempts = self.hot.attempts

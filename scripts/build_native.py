@@ -52,6 +52,7 @@ MODULES = (
     "proxy/storage/memory.py",
     "proxy/storage/redis.py",
     "proxy/upstream/connection.py",
+    "proxy/upstream/head.py",
     "proxy/upstream/pool.py",
 )
 """What every forwarded request runs through (and what they import that is pure)."""

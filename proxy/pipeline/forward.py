@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Final
 
 from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
 from proxy.errors import ProxyError
@@ -17,13 +18,13 @@ from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.upstream.connection import (
     HeadWaiter,
-    ResponseHead,
     UpstreamConnection,
     UpstreamFailure,
 )
+from proxy.upstream.head import ResponseHead
 from proxy.upstream.pool import UpstreamPool
 
-_DROP_ON_REQUEST = HOP_BY_HOP | REPLACED_ON_REQUEST | FRAMING | {b"expect"}
+_DROP_ON_REQUEST: Final = HOP_BY_HOP | REPLACED_ON_REQUEST | FRAMING | {b"expect"}
 
 
 def upstream_head(
@@ -33,24 +34,30 @@ def upstream_head(
     forwarded_proto: bytes,
     identity_headers: Headers,
 ) -> bytes:
-    """The request head sent upstream: client headers minus hop-by-hop, plus ours."""
+    """The request head sent upstream: client headers minus hop-by-hop, plus ours.
+
+    Written as `%` with a literal format and bytes operands, which mypyc compiles into one
+    copy of each part (other ways of building bytes cost a call per part).
+    """
     named = connection_tokens(head.headers) if head.connection is not None else ()
-    lines = [
-        b"%s: %s\r\n" % pair
-        for pair in head.headers
-        if pair[0] not in _DROP_ON_REQUEST and pair[0] not in named
-    ]
-    lines.append(
-        b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-request-id: %s\r\n"
-        % (forwarded_for, forwarded_proto, head.request_id)
+    kept = b"".join(
+        [
+            b"%s: %s\r\n" % (name, value)
+            for name, value in head.headers
+            if name not in _DROP_ON_REQUEST and name not in named
+        ]
     )
-    for pair in identity_headers:
-        lines.append(b"%s: %s\r\n" % pair)
+    ours = b"".join([b"%s: %s\r\n" % (name, value) for name, value in identity_headers])
     if head.chunked:
-        lines.append(b"transfer-encoding: chunked\r\n")
+        framing = b"transfer-encoding: chunked\r\n"
     elif head.content_length is not None:
-        lines.append(b"content-length: %d\r\n" % head.content_length)
-    return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, target, b"".join(lines))
+        framing = b"content-length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    return (
+        b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+        b"x-request-id: %s\r\n%s%s\r\n"
+    ) % (head.method, target, kept, forwarded_for, forwarded_proto, head.request_id, ours, framing)
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:

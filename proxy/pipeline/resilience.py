@@ -41,9 +41,9 @@ from proxy.pipeline.runtime import Runtime
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
-    ResponseHead,
     UpstreamFailure,
 )
+from proxy.upstream.head import ResponseHead
 
 if TYPE_CHECKING:
     from proxy.server.http11 import ClientConnection

@@ -277,13 +277,17 @@ class ClientConnection:
     def on_headers_complete(self) -> None:
         self._head_started = None
         parser = self._parser
+        keep_alive = parser.should_keep_alive()
         head = RequestHead(
-            parser.get_method(), b"".join(self._url), self._headers, parser.get_http_version(),
-            parser.should_keep_alive(), self.peer_ip, self._last_activity,
+            parser.get_method(), b"".join(self._url), self._headers, "1.1", keep_alive,
+            self.peer_ip, self._last_activity,
         )  # fmt: skip
         for name, value in self._headers:
             if name in _NOTED:
                 _note(head, name, value)
+        if not keep_alive or head.connection is not None:
+            # Otherwise llhttp's keep-alive rule says HTTP/1.1, and asking costs a str.format.
+            head.http_version = parser.get_http_version()
         if not head.request_id:
             head.request_id = new_request_id()
         if head.upgrade is not None and parser.should_upgrade():

@@ -3,8 +3,10 @@
 An exchange is driven by callbacks, not futures, so a forwarded request can run from the
 client's bytes to the upstream's answer without waking a task: `begin()` with a
 `ResponseListener`, write the request, get `response_head()` (or `response_failed()`),
-then `pipe()` the body to a sink and hear its end. Failures are the outcome exceptions
-below; `proxy.errors` is chosen by the forwarding layer, which knows whether a retry follows.
+then `pipe()` the body to a sink and hear its end. The head is read from the raw bytes
+(`proxy.upstream.head`), so the parser makes no Python call per header. Failures are the
+outcome exceptions below; `proxy.errors` is chosen by the forwarding layer, which knows
+whether a retry follows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Protocol, cast
 
 import httptools
 
-from proxy.core.headers import HOP_BY_HOP
+from proxy.upstream.head import ResponseHead, head_end
+
+MAX_RESPONSE_HEAD = 65_536
+"""Bytes an upstream's response head may take (nginx's proxy_buffer_size is 4-8 KiB)."""
 
 
 class UpstreamFailure(Exception):
@@ -47,47 +52,6 @@ class BrokenResponse(UpstreamFailure):
     """The response head arrived, then the body broke off."""
 
     kind = "reset"
-
-
-# Never passed back to the client: hop-by-hop, framing (re-made by the server), and the
-# request id (the client gets the one the upstream received).
-DROP_ON_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
-
-
-class ResponseHead:
-    """An upstream response's head, filled in by the parser's callbacks as it arrives.
-
-    No `__slots__`: fields most responses leave alone are class-level defaults. The headers
-    are kept rendered, as they go back to the client; the few the sidecar reads itself are
-    noted on the way.
-    """
-
-    status = 0
-    keep_alive = False
-    content_length: int | None = None
-    chunked = False
-    retry_after: bytes | None = None
-    hop_names: frozenset[bytes] = frozenset()
-    """Extra hop-by-hop names listed in `Connection`: `lines` must be filtered again."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        """Headers to pass back, rendered, minus DROP_ON_RESPONSE (original case kept)."""
-
-    def note_dropped(self, lower: bytes, value: bytes) -> None:
-        """A header the client never gets as it is: framing, hop-by-hop."""
-        if lower == b"transfer-encoding":
-            self.chunked = self.chunked or b"chunked" in value.lower()
-        elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            self.hop_names = self.hop_names | (tokens - _PLAIN_CONNECTION)
-
-    def passed_lines(self) -> list[bytes]:
-        """`lines` minus the headers `Connection` named."""
-        if not self.hop_names:
-            return self.lines
-        return [line for line in self.lines if line.split(b":", 1)[0].lower() not in self.hop_names]
 
 
 class ResponseListener(Protocol):
@@ -161,6 +125,9 @@ class UpstreamConnection:
     __slots__ = (
         "_buffered",
         "_head",
+        "_head_raw",
+        "_head_start",
+        "_in_body",
         "_listener",
         "_no_body",
         "_on_end",
@@ -186,6 +153,9 @@ class UpstreamConnection:
         self._listener: ResponseListener | None = None
         self._on_end: BodyEnd | None = None
         self._head = ResponseHead()
+        self._head_raw = b""
+        self._head_start = 0
+        self._in_body = False
         self._sink: Callable[[bytes], None] | None = None
         self._buffered: list[bytes] = []
         self._no_body = False
@@ -217,19 +187,31 @@ class UpstreamConnection:
         self._on_lost(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            # Kept until the head is complete, to be read by `on_headers_complete`.
+            raw = self._head_raw + data if self._head_raw else data
+            self._head_raw = raw
+            if len(raw) - self._head_start > MAX_RESPONSE_HEAD:
+                end = raw.find(b"\r\n\r\n", self._head_start)
+                if end < 0 or end - self._head_start > MAX_RESPONSE_HEAD:
+                    self._refuse(BrokenResponse("upstream sent a response head too large"))
+                    return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
-            failure = BrokenResponse(f"bad response from upstream: {error}")
-            if self._listener is not None:
-                self._head_failed(failure)
-            elif not self.complete:
-                self._fail_body(failure)
-            self.abort()
+            self._refuse(BrokenResponse(f"bad response from upstream: {error}"))
             return
         if self._reset_parser:
             self._reset_parser = False
             self._parser = httptools.HttpResponseParser(self)
+
+    def _refuse(self, failure: UpstreamFailure) -> None:
+        """A response the sidecar will not pass on: fail the exchange, cut the connection."""
+        if self._listener is not None:
+            self._head_failed(failure)
+        elif not self.complete:
+            self._fail_body(failure)
+        self.abort()
 
     def pause_writing(self) -> None:
         self._write_waiter = asyncio.get_running_loop().create_future()
@@ -243,24 +225,18 @@ class UpstreamConnection:
     def on_message_begin(self) -> None:
         self._head = ResponseHead()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        head = self._head
-        if lower not in DROP_ON_RESPONSE:
-            head.lines.append(name + b": " + value + b"\r\n")
-            if lower == b"retry-after":
-                head.retry_after = value
-        elif lower == b"content-length":
-            head.content_length = int(value)
-        else:
-            head.note_dropped(lower, value)
-
     def on_headers_complete(self) -> None:
         parser = self._parser
         head = self._head
         head.status = status = parser.get_status_code()
+        raw = self._head_raw
+        start, end = head_end(raw, self._head_start)
         if status < 200:
+            self._head_start = end + 2
             return  # 1xx: informational, the real answer follows
+        head.read_headers(raw[start:end])
+        self._head_raw = b""
+        self._head_start = 0
         self._timeouts.unwatch(self)
         head.keep_alive = parser.should_keep_alive()
         if self._no_body or status == 204 or status == 304:
@@ -268,6 +244,8 @@ class UpstreamConnection:
             # fresh parser for the next exchange.
             self._reset_parser = self._no_body
             self.complete = True
+        else:
+            self._in_body = True
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.response_head(head)
@@ -281,6 +259,7 @@ class UpstreamConnection:
             self._buffered.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         if self._parser.get_status_code() < 200 or self.complete:
             return
         self.complete = True
@@ -312,6 +291,9 @@ class UpstreamConnection:
         self._sink = None
         self._buffered = []
         self._no_body = no_body
+        self._in_body = False
+        self._head_raw = b""
+        self._head_start = 0
         self.complete = False
         self._timeouts.watch(self, deadline)
 
