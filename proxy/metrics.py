@@ -77,6 +77,17 @@ class RouteSeries:
         self.seconds += seconds
 
 
+class DecisionCounts:
+    """One rate-limit rule's `rate_limit_decisions_total`, by decision."""
+
+    __slots__ = ("allowed", "limited", "shadow_limited")
+
+    def __init__(self) -> None:
+        self.allowed = 0
+        self.limited = 0
+        self.shadow_limited = 0
+
+
 class AnswerCounts:
     """An upstream's answered attempts, by whether the answer counts as a failure (5xx):
     each one is an `upstream_attempts_total` and a `circuit_breaker_calls_total` sample."""
@@ -107,6 +118,8 @@ class HotPathCollector:
         self.answers: dict[str, AnswerCounts] = {}
         """Answered attempts by upstream: added to `attempts` and `breaker_calls` at scrape."""
         self.decisions: dict[tuple[str, str], int] = {}
+        """Primed at zero; the counts are in `rules`, added at scrape."""
+        self.rules: dict[str, DecisionCounts] = {}
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -136,13 +149,21 @@ class HotPathCollector:
                 for outcome, count in (("success", answers.ok), ("failure", answers.failed)):
                     key = (upstream, outcome)
                     totals[key] = totals.get(key, 0) + count
+        decisions = dict(self.decisions)
+        for rule, counts in list(self.rules.items()):
+            for decision, count in (
+                ("allowed", counts.allowed),
+                ("limited", counts.limited),
+                ("shadow_limited", counts.shadow_limited),
+            ):
+                decisions[(rule, decision)] = decisions.get((rule, decision), 0) + count
         for name, doc, label_names, values in (
             ("upstream_attempts_total", "Attempts sent upstream", ["upstream", "outcome"],
              attempts),
             ("circuit_breaker_calls_total", "Calls through a breaker", ["breaker", "outcome"],
              breaker_calls),
             ("rate_limit_decisions_total", "Rate-limit decisions per rule", ["rule", "decision"],
-             self.decisions),
+             decisions),
         ):  # fmt: skip
             family = CounterMetricFamily(PREFIX + name, doc, labels=label_names)
             for labels, value in list(values.items()):
@@ -294,10 +315,17 @@ class Metrics:
     # -- rate limits and storage -----------------------------------------------------------------
     def rate_limit_decisions(self, results: tuple[RuleResult, ...]) -> None:
         """One decision's verdict for each of its rules."""
-        decisions = self.hot.decisions
+        rules = self.hot.rules
         for result in results:
-            key = (result.rule, result.outcome)
-            decisions[key] = decisions.get(key, 0) + 1
+            counts = rules.get(result.rule)
+            if counts is None:
+                counts = rules[result.rule] = DecisionCounts()
+            if result.allowed:
+                counts.allowed += 1
+            elif result.shadow:
+                counts.shadow_limited += 1
+            else:
+                counts.limited += 1
 
     def storage_fallback(self, active: bool) -> None:
         self.fallback.labels("redis").set(1 if active else 0)

@@ -40,6 +40,8 @@ INVALID_USER = "invalid user claim"
 MISSING_ROLE = "missing role claim"
 INVALID_ROLE = "invalid role claim"
 
+MAX_CACHED_HEADER = 4096
+"""Longer `Authorization` values are looked up by their token's digest only."""
 DEFAULT_CACHE_SIZE = 10_000
 """Tokens remembered per verifier, accepted and refused ones each."""
 
@@ -102,15 +104,17 @@ class TokenVerifier:
     Verdicts are cached by a 16-byte BLAKE2b digest of the token, which keeps each entry's
     size fixed whatever a client sends: accepted tokens until `exp + leeway` (never later),
     refused ones for as long as the verdict holds (all but "not yet valid", which time
-    cures). An accepted token is also remembered by the digest of the whole `Authorization`
-    value it came in, so a client sending the same header again costs one hash and one
-    lookup. A reload builds a new verifier, so nothing cached outlives the keys or the
-    policy it was decided with.
+    cures). An accepted token is also remembered by the whole `Authorization` value it came
+    in (up to `MAX_CACHED_HEADER` bytes, in a cache of its own), so a client sending the same
+    header again costs one lookup: a bytes key hashes once, where a digest per request cost
+    more than the rest of the identity stage. A reload builds a new verifier, so nothing
+    cached outlives the keys or the policy it was decided with.
     """
 
     __slots__ = (
         "_accepted",
         "_algorithms",
+        "_by_header",
         "_clock",
         "_jws",
         "_keys",
@@ -135,27 +139,28 @@ class TokenVerifier:
         self._jws = jwt.PyJWS(algorithms=list(jwt_policy.algorithms))
         self._weak_key = bool(keys.warnings)
         self._accepted: TokenCache[Identity] = TokenCache(cache_size)
+        self._by_header: TokenCache[Identity] = TokenCache(cache_size)
         self._refused: TokenCache[str] = TokenCache(cache_size)
 
     def verify(self, authorization: bytes | str | None) -> Identity:
         """The identity an `Authorization` header value proves (`ANONYMOUS` if none)."""
         if authorization is None:
             return ANONYMOUS
-        digest = None
+        header = None
         if isinstance(authorization, bytes):
-            # A header digest never equals a bare token's: the header has the scheme in it.
-            digest = hashlib.blake2b(authorization, digest_size=16).digest()
-            known = self._accepted.get(digest, self._clock.wall())
-            if known is not None:
-                return known
+            if len(authorization) <= MAX_CACHED_HEADER:
+                header = authorization
+                known = self._by_header.get(header, self._clock.wall())
+                if known is not None:
+                    return known
             authorization = authorization.decode("latin-1")
         parts = authorization.split(maxsplit=1)
         if not parts or parts[0].lower() != "bearer":
             return ANONYMOUS
         identity = self.verify_token(parts[1] if len(parts) == 2 else "")
-        if digest is not None and identity.authenticated:
+        if header is not None and identity.authenticated:
             until = identity_token_expiry(identity, self._policy.leeway)
-            self._accepted.put(digest, identity, math.inf if until is None else until)
+            self._by_header.put(header, identity, math.inf if until is None else until)
         return identity
 
     def verify_token(self, token: str) -> Identity:

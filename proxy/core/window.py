@@ -123,13 +123,18 @@ class SlidingLog:
         self.window_s = window_s
         self.times: deque[float] = deque(maxlen=limit)
 
-    def check(self, now: float) -> tuple[int, float | None]:
-        """Drop what left the window; return (admitted in the window, oldest of them)."""
+    def check(self, now: float) -> int:
+        """Drop what left the window; return how many were admitted in it."""
         times = self.times
         horizon = now - self.window_s
         while times and times[0] <= horizon:
             times.popleft()
-        return len(times), (times[0] if times else None)
+        return len(times)
+
+    def oldest(self) -> float | None:
+        """The oldest admission kept (None: none)."""
+        times = self.times
+        return times[0] if times else None
 
     def admit(self, now: float) -> None:
         """Record an admission; past `limit` (a shadow rule overrun) the oldest falls off."""
@@ -155,7 +160,7 @@ def decide(checks: list[LimitCheck], logs: list[SlidingLog], now: float) -> Deci
     admitted = True
     for i in range(len(checks)):
         check = checks[i]
-        count = logs[i].check(now)[0]
+        count = logs[i].check(now)
         counts.append(count)
         if count >= check.limit and not check.shadow:
             admitted = False
@@ -164,7 +169,7 @@ def decide(checks: list[LimitCheck], logs: list[SlidingLog], now: float) -> Deci
             log.admit(now)
     oldest: list[float | None] = []
     for log in logs:
-        oldest.append(log.times[0] if log.times else None)
+        oldest.append(log.oldest())
     return conclude(checks, counts, oldest, admitted, now)
 
 

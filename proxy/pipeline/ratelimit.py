@@ -121,26 +121,26 @@ class RateLimiter:
         return {"endpoints": dict(usage.endpoints), "total_requests": usage.total_requests}
 
 
-_STATIC: dict[tuple[str, int, float], tuple[bytes, bytes]] = {}
-"""Per rule, the header lines that do not change between requests (bounded by the policy)."""
+_STATIC: dict[str, tuple[int, float, bytes, bytes]] = {}
+"""Per rule name: its limit, window, and the header lines that do not change between
+requests (bounded by the policy)."""
 
 
 def _static_lines(rule: str, limit: int, window_s: float) -> tuple[bytes, bytes]:
     """The rule's fixed header lines, and its quoted name for the `RateLimit` header."""
-    key = (rule, limit, window_s)
-    static = _STATIC.get(key)
-    if static is None:
+    static = _STATIC.get(rule)
+    if static is None or static[0] != limit or static[1] != window_s:
         window = max(1, round(window_s))
         name = b'"%s"' % rule.replace('"', "").encode()
-        static = (
+        fixed = (
             b"X-RateLimit-Limit: %d\r\nX-RateLimit-Window: %d\r\n"
-            b"RateLimit-Policy: %s;q=%d;w=%d\r\n" % (limit, window, name, limit, window),
-            name,
+            b"RateLimit-Policy: %s;q=%d;w=%d\r\n" % (limit, window, name, limit, window)
         )
+        static = (limit, window_s, fixed, name)
         if len(_STATIC) > 4096:
             _STATIC.clear()
-        _STATIC[key] = static
-    return static
+        _STATIC[rule] = static
+    return static[2], static[3]
 
 
 def limit_lines(decision: Decision) -> bytes:
@@ -152,13 +152,12 @@ def limit_lines(decision: Decision) -> bytes:
     fixed, name = _static_lines(chosen.rule, chosen.limit, chosen.window_s)
     remaining = max(0, chosen.remaining)
     reset_after = chosen.reset_after_s
-    return fixed + _CHANGING % (
-        remaining, math.ceil(time.time() + reset_after), name, remaining,
-        max(0, math.ceil(reset_after)),
-    )  # fmt: skip
-
-
-_CHANGING = b"X-RateLimit-Remaining: %d\r\nX-RateLimit-Reset: %d\r\nRateLimit: %s;r=%d;t=%d\r\n"
+    reset_at: int = math.ceil(time.time() + reset_after)
+    reset_in: int = max(0, math.ceil(reset_after))
+    # A literal format with bytes and int operands: mypyc renders it in one copy.
+    return (
+        b"%sX-RateLimit-Remaining: %d\r\nX-RateLimit-Reset: %d\r\nRateLimit: %s;r=%d;t=%d\r\n"
+    ) % (fixed, remaining, reset_at, name, remaining, reset_in)
 
 
 def header_pairs(lines: bytes) -> list[tuple[str, str]]:

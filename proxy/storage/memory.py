@@ -1,9 +1,10 @@
 """The in-process store: one replica's windows, for `backend: memory` and the Redis fallback.
 
 Memory stays bounded without a background task. Keys live in an ordered map, the most
-recently used last. Every decision moves the keys it touches to the end and looks at a few
-keys at the front (one more than it could have created): an idle key (nothing left in its
-window) is dropped, a live one goes to the back. So every key is revisited and dropped soon
+recently used last. Every decision moves the keys it touches to the end (a key at most once
+per `RECENT_OPS` operations) and looks at a few keys at the front (one more than it could
+have created): an idle key (nothing left in its window) is dropped, a live one goes to the
+back. So every key is revisited and dropped soon
 after it goes idle. Past the hard cap the least recently used key is evicted even if it is
 live: that key then starts afresh (its client may get up to one extra window of requests),
 the price of a memory bound under a flood of distinct keys.
@@ -50,43 +51,62 @@ SWEEP_VISITS = 8
 ones come, so memory follows the live keys, not every key ever seen."""
 
 
+RECENT_OPS = 256
+"""A key used again within this many operations keeps its place: moving it costs more than
+the rest of a lookup. So the order is least recently used to within that many operations."""
+
+
+class _Slot(Generic[V]):
+    __slots__ = ("touched", "value")
+
+    def __init__(self, value: V, touched: int) -> None:
+        self.value = value
+        self.touched = touched
+        """The operation count when the key last moved to the back."""
+
+
 class IdleSweptMap(Generic[K, V]):
     """A map with a hard size cap whose idle values are swept a few at a time."""
 
-    __slots__ = ("_entries", "_ops", "max_size")
+    __slots__ = ("_entries", "_ops", "_ops_total", "max_size")
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
-        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._entries: OrderedDict[K, _Slot[V]] = OrderedDict()
         self._ops = 0
+        self._ops_total = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
         """The value, marked as just used."""
-        entries = self._entries
-        value = entries.get(key)
-        if value is not None:
-            entries.move_to_end(key)
-        return value
+        slot = self._entries.get(key)
+        if slot is None:
+            return None
+        if self._ops_total - slot.touched >= RECENT_OPS:
+            self._entries.move_to_end(key)
+            slot.touched = self._ops_total
+        return slot.value
 
     def peek(self, key: K) -> V | None:
         """The value, without changing the order (for reads that do not make a key live)."""
-        return self._entries.get(key)
+        slot = self._entries.get(key)
+        return None if slot is None else slot.value
 
     def put(self, key: K, value: V) -> None:
         entries = self._entries
         if len(entries) >= self.max_size and key not in entries:
             entries.popitem(last=False)
-        entries[key] = value
+        entries[key] = _Slot(value, self._ops_total)
 
     def tick(self, now: float, created: int) -> None:
         """Call once per operation, after it used its values (a new one may look idle
         until then): two visits per key it `created`, `SWEEP_VISITS` every `SWEEP_EVERY`."""
         visits = 2 * created
+        self._ops_total += 1
         self._ops += 1
         if self._ops >= SWEEP_EVERY:
             self._ops = 0
@@ -98,9 +118,9 @@ class IdleSweptMap(Generic[K, V]):
         """Look at up to `visits` least recently used entries: drop the idle, rotate the rest."""
         entries = self._entries
         for _ in range(min(visits, len(entries))):
-            key, value = entries.popitem(last=False)
-            if not value.idle(now):
-                entries[key] = value
+            key, slot = entries.popitem(last=False)
+            if not slot.value.idle(now):
+                entries[key] = slot
 
 
 class UserUsage:

@@ -29,9 +29,9 @@ def test_log_counts_only_the_window_and_drops_the_boundary():
     log = SlidingLog(limit=2, window_s=10.0)
     log.admit(0.0)
     log.admit(1.0)
-    assert log.check(5.0) == (2, 0.0)
-    assert log.check(10.0) == (1, 1.0)  # an entry exactly one window old has left
-    assert log.check(11.0) == (0, None)
+    assert (log.check(5.0), log.oldest()) == (2, 0.0)
+    assert (log.check(10.0), log.oldest()) == (1, 1.0)  # exactly one window old has left
+    assert (log.check(11.0), log.oldest()) == (0, None)
 
 
 def test_log_keeps_only_the_newest_limit_timestamps():
@@ -55,7 +55,7 @@ def test_reconfigure_keeps_the_newest_timestamps_that_fit():
         log.admit(t)
     log.reconfigure(2, 5.0)
     assert (log.limit, log.window_s, list(log.times)) == (2, 5.0, [2.0, 3.0])
-    assert log.check(7.0) == (1, 3.0)
+    assert (log.check(7.0), log.oldest()) == (1, 3.0)
 
 
 def test_single_rule_remaining_and_reset_follow_the_oldest_admission():
