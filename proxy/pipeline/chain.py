@@ -14,13 +14,12 @@ requests in flight finish on the policy they began under.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from proxy.core.identity import Identity
 from proxy.core.routing import Route
-from proxy.core.window import LimitCheck
+from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.identity import identify, identity_headers
 from proxy.pipeline.resilience import Exchange
@@ -35,12 +34,48 @@ SIDECAR_ROUTE = "sidecar"
 UNMATCHED_ROUTE = "none"
 
 
+class PendingDecision:
+    """A fast-path request waiting for its rate-limit decision; the client leaving cancels
+    it (the decision, already recorded by the store, is then dropped)."""
+
+    __slots__ = ("conn", "forwarded_for", "head", "identity", "pipeline", "route", "settled")
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        conn: ClientConnection,
+        head: RequestHead,
+        route: Route,
+        identity: Identity,
+        forwarded_for: bytes,
+    ) -> None:
+        self.pipeline = pipeline
+        self.conn = conn
+        self.head = head
+        self.route = route
+        self.identity = identity
+        self.forwarded_for = forwarded_for
+        self.settled = False
+        """Decided or cancelled, whichever came first: the other is then ignored."""
+
+    def decided(self, result: Decision | Exception) -> None:
+        if not self.settled:
+            self.settled = True
+            self.pipeline.decided(self, result)
+
+    def cancel(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.pipeline.in_flight -= 1
+
+
 class Pipeline:
     """Runs each request through the stages; see the module docstring for the order.
 
     Two entries: `fast()` takes a request without a body as soon as its head is parsed
-    and drives it by callbacks (stages that must wait hand over to a task); `handle()` is
-    the connection's serving task's way, for everything `fast()` declines.
+    and drives it by callbacks (a rate-limit store that answers later calls back with its
+    decision; a retry hands over to a task); `handle()` is the connection's serving task's
+    way, for everything `fast()` declines.
     """
 
     def __init__(self, runtime: Runtime, access_log: bool = False) -> None:
@@ -71,13 +106,10 @@ class Pipeline:
                 if checks:
                     decision = limiter.store.decide_now(checks)
                     if decision is None:
-                        # The store answers later (Redis): a task waits for the decision,
-                        # then the exchange goes on by callbacks.
-                        conn.active = asyncio.get_running_loop().create_task(
-                            self._decide_then_forward(
-                                conn, head, route, identity, forwarded_for, checks
-                            )
-                        )
+                        # The store answers later (Redis): the decision's callback goes on.
+                        pending = PendingDecision(self, conn, head, route, identity, forwarded_for)
+                        conn.active = pending
+                        limiter.store.decide_then(checks, pending.decided)
                         return True
                     limits = limiter.verdict(decision)
             self._forward(conn, head, route, identity, forwarded_for, limits)
@@ -85,26 +117,17 @@ class Pipeline:
             self._refuse(conn, head, route.name, error, limits)
         return True
 
-    async def _decide_then_forward(
-        self,
-        conn: ClientConnection,
-        head: RequestHead,
-        route: Route,
-        identity: Identity,
-        forwarded_for: bytes,
-        checks: list[LimitCheck],
-    ) -> None:
-        """The one wait the fast path takes itself: a store that answers later (Redis)."""
-        limiter = self.runtime.limiter
+    def decided(self, pending: PendingDecision, result: Decision | Exception) -> None:
+        """A fast-path request's decision came (a store that answers later): go on."""
+        conn, head, route = pending.conn, pending.head, pending.route
         limits = b""
         try:
-            limits = limiter.verdict(await limiter.store.decide(checks))
-            self._forward(conn, head, route, identity, forwarded_for, limits)
+            if isinstance(result, Exception):
+                raise ProxyError("the rate-limit store failed") from result
+            limits = self.runtime.limiter.verdict(result)
+            self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits)
         except ProxyError as error:
             self._refuse(conn, head, route.name, error, limits)
-        except asyncio.CancelledError:
-            self.in_flight -= 1
-            raise
 
     def _forward(
         self,

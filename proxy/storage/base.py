@@ -13,9 +13,10 @@ request would cost a write per request per path for an admin read that is rare).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from proxy.core.window import Decision, LimitCheck, RuleResult
 
@@ -24,11 +25,13 @@ __all__ = [
     "OTHER_PATHS",
     "USAGE_BUCKETS",
     "Decision",
+    "DecisionDone",
     "LimitCheck",
     "LimitStore",
     "RuleResult",
     "StoreUnavailable",
     "Usage",
+    "resolve_once",
 ]
 
 USAGE_BUCKETS = 20
@@ -66,9 +69,19 @@ class Usage:
         return cls(endpoints, sum(endpoints.values()))
 
 
+DecisionDone = Callable[[Decision | Exception], None]
+"""Hears a decision, or the exception that kept the store from deciding."""
+
+
 class LimitStore(Protocol):
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
         """Check one request against every rule; record it in all of them only if all admit."""
+        ...
+
+    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+        """`decide` by callback: `done` runs exactly once (maybe before this returns) with
+        the decision or the exception, which is never raised here. The request path's way
+        to a store that answers later: no task, no future per request."""
         ...
 
     def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
@@ -91,3 +104,16 @@ class LimitStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def resolve_once(future: asyncio.Future[T]) -> Callable[[T], None]:
+    """A callback that resolves `future`, unless its waiter gave up (cancelled) first."""
+
+    def resolve(value: T) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    return resolve

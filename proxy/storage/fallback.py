@@ -19,6 +19,7 @@ breaker has closed again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from proxy.storage.base import (
     RuleResult,
     StoreUnavailable,
     Usage,
+    resolve_once,
 )
 from proxy.storage.memory import MemoryStore
 
@@ -123,17 +125,38 @@ class FallbackStore:
         return None
 
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self.decide_then(checks, resolve_once(future))
+        return await future
+
+    def decide_then(self, checks: Sequence[LimitCheck], done: Callable[[Decision], None]) -> None:
+        """Never hands `done` an exception: a failure of the primary means `on_failure`.
+
+        The primary's answer settles the breaker's permit whenever it comes, even if the
+        request that asked has gone: the primary bounds its own wait, so every permit is
+        settled by an outcome."""
         if not checks:
-            return ADMIT_ALL
-        breaker = self._breaker
-        permit = breaker.allow()
+            done(ADMIT_ALL)
+            return
+        permit = self._breaker.allow()
         if not permit.allowed:
-            return await self._degraded(checks)
+            done(self._degraded(checks))
+            return
         start = self._clock.monotonic()
-        try:
-            decision = await self._primary.decide(checks)
-        except Exception as exc:
-            cause = exc.__cause__
+        self._primary.decide_then(
+            checks, lambda result: done(self._answered(checks, permit, start, result))
+        )
+
+    def _answered(
+        self,
+        checks: Sequence[LimitCheck],
+        permit: Permit,
+        start: float,
+        result: Decision | Exception,
+    ) -> Decision:
+        breaker = self._breaker
+        if isinstance(result, Exception):
+            cause = result.__cause__
             if cause is not None and cause is self._last_cause:
                 # One failed batch answers every decision in it: that is ONE failure of
                 # Redis, not one per request (or a single slow reply would trip the breaker).
@@ -141,16 +164,13 @@ class FallbackStore:
             else:
                 self._last_cause = cause
                 breaker.record_failure(permit)
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("rate-limit store failed unexpectedly; using on_failure")
-            return await self._degraded(checks)
-        except BaseException:
-            breaker.release(permit)
-            raise
+            if not isinstance(result, StoreUnavailable):
+                log.error("rate-limit store failed unexpectedly; using on_failure", exc_info=result)
+            return self._degraded(checks)
         breaker.record_success(permit, self._clock.monotonic() - start)
         if self.fallback_active and breaker.state in SERVING_STATES:
             self._set_active(False)
-        return decision
+        return result
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         store = self._memory if self.fallback_active else self._primary
@@ -170,12 +190,12 @@ class FallbackStore:
     async def close(self) -> None:
         await self._primary.close()
 
-    async def _degraded(self, checks: Sequence[LimitCheck]) -> Decision:
+    def _degraded(self, checks: Sequence[LimitCheck]) -> Decision:
         if not self.fallback_active:
             self._set_active(True)
         mode = self._on_failure
         if mode == "memory":
-            return await self._memory.decide(checks)
+            return self._memory.decide_now(checks)
         if mode == "allow":
             return admit_all(checks)
         return refuse_all(checks)

@@ -27,6 +27,7 @@ from proxy.storage.base import (
     OTHER_PATHS,
     USAGE_BUCKETS,
     Decision,
+    DecisionDone,
     LimitCheck,
     Usage,
 )
@@ -214,6 +215,9 @@ class MemoryStore:
 
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
         return self.decide_now(checks)
+
+    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+        done(self.decide_now(checks))
 
     def decide_now(self, checks: Sequence[LimitCheck]) -> Decision:
         if not checks:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,14 @@ from proxy.storage.base import (
     OTHER_PATHS,
     USAGE_BUCKETS,
     Decision,
+    DecisionDone,
     LimitCheck,
     StoreUnavailable,
     Usage,
+    resolve_once,
 )
+
+log = logging.getLogger("proxy.storage")
 
 DEFAULT_PREFIX = "rl:"
 LUA_DIR = Path(__file__).with_name("lua")
@@ -97,7 +102,7 @@ class LuaScript:
         """`EVALSHA` with `keys`; `argv` comes encoded (`argc` bulk strings)."""
         count = 3 + len(keys) + argc
         head = b"*%d\r\n%s%s" % (count, self.evalsha, bulk(b"%d" % len(keys)))
-        return head + bulks(*keys) + argv
+        return b"".join([head, *[bulk(key) for key in keys], argv])
 
 
 SLIDING_WINDOW = LuaScript.read("sliding_window")
@@ -109,13 +114,42 @@ _NO_REPLY = command(b"CLIENT", b"REPLY", b"SKIP")
 """Sent before a fire-and-forget call: Redis answers neither, so no reply is read."""
 
 
-@dataclass(frozen=True, slots=True)
 class _Call:
-    script: LuaScript
-    payload: bytes
-    """The whole EVALSHA command, encoded."""
-    future: asyncio.Future[Any] | None
-    """None for fire-and-forget calls (usage records): sent with `CLIENT REPLY SKIP`."""
+    """One script call of a batch. Made per request: a plain class, as a frozen dataclass
+    would set each field through `object.__setattr__`."""
+
+    __slots__ = ("on_reply", "payload", "script")
+
+    def __init__(
+        self, script: LuaScript, payload: bytes, on_reply: Callable[[Any], None] | None
+    ) -> None:
+        self.script = script
+        self.payload = payload
+        """The whole EVALSHA command, encoded."""
+        self.on_reply = on_reply
+        """Hears the reply, or the `StoreUnavailable` that stands for it. None for
+        fire-and-forget calls (usage records): sent with `CLIENT REPLY SKIP`."""
+
+
+class _DecisionReply:
+    """Turns a decision call's reply into the `Decision` its caller waits for."""
+
+    __slots__ = ("checks", "done")
+
+    def __init__(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+        self.checks = checks
+        self.done = done
+
+    def __call__(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            self.done(reply)
+            return
+        try:
+            decision = decision_from_reply(self.checks, reply)
+        except Exception as exc:  # a reply the script never gives: not Redis being down
+            self.done(exc)
+            return
+        self.done(decision)
 
 
 def _unavailable(cause: BaseException) -> StoreUnavailable:
@@ -126,10 +160,15 @@ def _unavailable(cause: BaseException) -> StoreUnavailable:
 
 
 def decision_from_reply(checks: Sequence[LimitCheck], reply: bytes) -> Decision:
-    """Read `sliding_window.lua`'s reply: admitted, now, then (count, oldest) per rule."""
+    """Read `sliding_window.lua`'s reply: admitted, now, then (count, oldest) per rule
+    (times in microseconds; the oldest is a sorted-set score, -1 when there is none)."""
     fields = reply.split()
-    counts = [int(count) for count in fields[2::2]]
-    oldest = [float(first) / MICROS if first != b"-1" else None for first in fields[3::2]]
+    counts: list[int] = []
+    oldest: list[float | None] = []
+    for i in range(2, len(fields), 2):
+        counts.append(int(fields[i]))
+        first = fields[i + 1]
+        oldest.append(float(first) / MICROS if first != b"-1" else None)
     return conclude(list(checks), counts, oldest, fields[0] == b"1", int(fields[1]) / MICROS)
 
 
@@ -187,8 +226,17 @@ class RedisStore:
         return None
 
     async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
+        future: asyncio.Future[Decision | Exception] = asyncio.get_running_loop().create_future()
+        self.decide_then(checks, resolve_once(future))
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
         if not checks:
-            return ADMIT_ALL
+            done(ADMIT_ALL)
+            return
         prefix = self._window_prefix
         keys = [self._seq_key]
         argv = []
@@ -196,7 +244,7 @@ class RedisStore:
             keys.append(utf8(f"{prefix}{check.rule}:{check.key}"))
             argv.append(self._rule_argv(check))
         payload = SLIDING_WINDOW.call(keys, b"".join(argv), 3 * len(checks))
-        return decision_from_reply(checks, await self._call(SLIDING_WINDOW, payload))
+        self._submit(_Call(SLIDING_WINDOW, payload, _DecisionReply(checks, done)))
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         """Counted into the next batch of decisions (or sent within `USAGE_DELAY_S` when no
@@ -271,8 +319,11 @@ class RedisStore:
 
     async def _call(self, script: LuaScript, payload: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(_Call(script, payload, future))
-        return await future
+        self._submit(_Call(script, payload, resolve_once(future)))
+        reply = await future
+        if isinstance(reply, StoreUnavailable):
+            raise reply
+        return reply
 
     def _submit(self, call: _Call) -> None:
         pending = self._pending
@@ -292,7 +343,7 @@ class RedisStore:
         if self._usage:
             usage, self._usage = self._usage, {}
             batch = self._usage_calls(usage) + batch  # a read in this batch sees them
-        awaited = [call for call in batch if call.future is not None]
+        awaited = [call for call in batch if call.on_reply is not None]
         replies: Iterable[Any]
         try:
             async with asyncio.timeout(self._timeout):
@@ -311,7 +362,8 @@ class RedisStore:
         fire-and-forget ones too: a usage record lost in between is best effort's price.
         """
         payloads = [
-            call.payload if call.future is not None else _NO_REPLY + call.payload for call in batch
+            call.payload if call.on_reply is not None else _NO_REPLY + call.payload
+            for call in batch
         ]
         replies = await self._exchange(payloads, len(awaited))
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -348,11 +400,13 @@ class RedisStore:
 
     @staticmethod
     def _settle(batch: list[_Call], replies: Iterable[Any]) -> None:
+        """Every awaited call hears its reply (an error as `StoreUnavailable`), whatever
+        another caller's continuation does."""
         for call, reply in zip(batch, replies, strict=True):
-            future = call.future
-            if future is None or future.done():
+            on_reply = call.on_reply
+            if on_reply is None:
                 continue
-            if isinstance(reply, BaseException):
-                future.set_exception(_unavailable(reply))
-            else:
-                future.set_result(reply)
+            try:
+                on_reply(_unavailable(reply) if isinstance(reply, BaseException) else reply)
+            except Exception:
+                log.exception("a rate-limit decision's continuation failed")

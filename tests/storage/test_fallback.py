@@ -11,7 +11,14 @@ import pytest
 
 from policies.model import StoragePolicy
 from proxy.clock import FakeClock
-from proxy.storage.base import Decision, LimitCheck, LimitStore, StoreUnavailable, Usage
+from proxy.storage.base import (
+    Decision,
+    DecisionDone,
+    LimitCheck,
+    LimitStore,
+    StoreUnavailable,
+    Usage,
+)
 from proxy.storage.fallback import FallbackStore
 from proxy.storage.memory import MemoryStore
 from proxy.storage.redis import RedisStore
@@ -74,6 +81,10 @@ class BrokenStore:
         if self.broken:
             raise self.error
         return await self.memory.decide(checks)
+
+    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+        self.calls += 1
+        done(self.error if self.broken else self.memory.decide_now(checks))
 
     def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
         return None
@@ -207,19 +218,30 @@ async def test_one_failed_batch_counts_as_one_failure():
     assert breaker.failures == 2
 
 
-async def test_a_cancelled_decision_releases_its_permit():
-    class Hanging(BrokenStore):
-        async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
+async def test_a_waiter_that_gives_up_leaves_the_permit_to_the_answer():
+    class Late(BrokenStore):
+        """Answers when told to, as Redis does after the waiter may have gone."""
 
-    store, breaker, _, _ = make(Hanging(FakeClock(), StoreUnavailable("unused")))
+        def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+            self.later = lambda: BrokenStore.decide_then(self, checks, done)
+
+    primary = Late(FakeClock(), StoreUnavailable("down"))
+    store, breaker, _, _ = make(primary)
     task = asyncio.create_task(store.decide([check()]))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert breaker.released == 1 and breaker.failures == 0
+    assert breaker.released == 0 and breaker.failures == 0
+    primary.later()  # the store's own timeout guarantees this call comes
+    assert breaker.failures == 1
+
+
+async def test_decide_then_never_hands_on_an_error():
+    store, _, _, _ = make(BrokenStore(FakeClock(), StoreUnavailable("down")))
+    heard: list[Decision | Exception] = []
+    store.decide_then([check()], heard.append)
+    assert len(heard) == 1 and isinstance(heard[0], Decision) and store.fallback_active
 
 
 async def test_usage_follows_the_store_that_answers():
