@@ -29,6 +29,7 @@ from proxy.server.request import RequestBody, RequestHead
 from proxy.server.responses import error_headers
 
 log = logging.getLogger("proxy.access")
+failures = logging.getLogger("proxy.server")
 
 SIDECAR_ROUTE = "sidecar"
 UNMATCHED_ROUTE = "none"
@@ -128,6 +129,9 @@ class Pipeline:
             self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits)
         except ProxyError as error:
             self._refuse(conn, head, route.name, error, limits)
+        except Exception:  # runs in the store's batch: answer this request, spare the rest
+            failures.exception("forwarding failed", extra={"request_id": head.request_id.decode()})
+            self._refuse(conn, head, route.name, ProxyError("internal error"), limits)
 
     def _forward(
         self,
