@@ -77,17 +77,6 @@ class RouteSeries:
         self.seconds += seconds
 
 
-class DecisionCounts:
-    """One rate-limit rule's `rate_limit_decisions_total`, by decision."""
-
-    __slots__ = ("allowed", "limited", "shadow_limited")
-
-    def __init__(self) -> None:
-        self.allowed = 0
-        self.limited = 0
-        self.shadow_limited = 0
-
-
 class AnswerCounts:
     """An upstream's answered attempts, by whether the answer counts as a failure (5xx):
     each one is an `upstream_attempts_total` and a `circuit_breaker_calls_total` sample."""
@@ -119,7 +108,8 @@ class HotPathCollector:
         """Answered attempts by upstream: added to `attempts` and `breaker_calls` at scrape."""
         self.decisions: dict[tuple[str, str], int] = {}
         """Primed at zero; the counts are in `rules`, added at scrape."""
-        self.rules: dict[str, DecisionCounts] = {}
+        self.rules: dict[str, dict[str, int]] = {}
+        """Per rule, its decisions by label (a str key, not a fresh tuple per request)."""
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -150,12 +140,8 @@ class HotPathCollector:
                     key = (upstream, outcome)
                     totals[key] = totals.get(key, 0) + count
         decisions = dict(self.decisions)
-        for rule, counts in list(self.rules.items()):
-            for decision, count in (
-                ("allowed", counts.allowed),
-                ("limited", counts.limited),
-                ("shadow_limited", counts.shadow_limited),
-            ):
+        for rule, by_decision in list(self.rules.items()):
+            for decision, count in list(by_decision.items()):
                 decisions[(rule, decision)] = decisions.get((rule, decision), 0) + count
         for name, doc, label_names, values in (
             ("upstream_attempts_total", "Attempts sent upstream", ["upstream", "outcome"],
@@ -319,13 +305,9 @@ class Metrics:
         for result in results:
             counts = rules.get(result.rule)
             if counts is None:
-                counts = rules[result.rule] = DecisionCounts()
-            if result.allowed:
-                counts.allowed += 1
-            elif result.shadow:
-                counts.shadow_limited += 1
-            else:
-                counts.limited += 1
+                counts = rules[result.rule] = {}
+            outcome = result.outcome
+            counts[outcome] = counts.get(outcome, 0) + 1
 
     def storage_fallback(self, active: bool) -> None:
         self.fallback.labels("redis").set(1 if active else 0)

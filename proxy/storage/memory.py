@@ -4,10 +4,10 @@ Memory stays bounded without a background task. Keys live in an ordered map, the
 recently used last. Every decision moves the keys it touches to the end (a key at most once
 per `RECENT_OPS` operations) and looks at a few keys at the front (one more than it could
 have created): an idle key (nothing left in its window) is dropped, a live one goes to the
-back. So every key is revisited and dropped soon
-after it goes idle. Past the hard cap the least recently used key is evicted even if it is
-live: that key then starts afresh (its client may get up to one extra window of requests),
-the price of a memory bound under a flood of distinct keys.
+back. So every key is revisited and dropped soon after it goes idle. Past the hard cap the
+least recently used key is evicted even if it is live: that key then starts afresh (its
+client may get up to one extra window of requests), the price of a memory bound under a
+flood of distinct keys.
 
 `scale` is for the fallback: while Redis is down each of `expected_replicas` replicas admits
 `limit // scale` (at least 1), so together they stay near the shared limit. Results then
