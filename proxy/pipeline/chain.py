@@ -1,12 +1,7 @@
-"""The ONE place that orders the stages of a request.
+"""The pipeline's two entries: both run a request through the same stages.
 
-    own endpoint?  -> answered by the sidecar (route "sidecar")
-    route match    -> 404 no_route
-    load shedding  -> 503 overloaded (server.max_in_flight)
-    identity       -> 401 invalid_token | Identity
-    rate limits    -> 429 rate_limited | headers to add
-    attempts       -> breaker, send, classify, retry (resilience stage)
-    relay          -> stream the chosen answer back
+The stages and their order are in `proxy.pipeline.stages`; what a request carries through
+them, the runner and the one way a request ends are in `proxy.pipeline.context`.
 
 Each request runs on the `Runtime` it started with: a reload swaps `Pipeline.runtime`, and
 requests in flight finish on the policy they began under.
@@ -14,234 +9,49 @@ requests in flight finish on the policy they began under.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
 
-from proxy.core.identity import Identity
-from proxy.core.routing import Route
-from proxy.core.window import Decision
-from proxy.errors import NotFound, Overloaded, ProxyError
-from proxy.pipeline.identity import identify, identity_headers
-from proxy.pipeline.resilience import Exchange
+from proxy.pipeline.context import Lifecycle, RequestContext
 from proxy.pipeline.runtime import Runtime
+from proxy.pipeline.stages import STAGES
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import RequestBody, RequestHead
-from proxy.server.responses import error_headers
-
-log = logging.getLogger("proxy.access")
-failures = logging.getLogger("proxy.server")
-
-SIDECAR_ROUTE = "sidecar"
-UNMATCHED_ROUTE = "none"
-
-
-class PendingDecision:
-    """A fast-path request waiting for its rate-limit decision; the client leaving cancels
-    it (the decision, already recorded by the store, is then dropped)."""
-
-    __slots__ = ("conn", "forwarded_for", "head", "identity", "pipeline", "route", "settled")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        conn: ClientConnection,
-        head: RequestHead,
-        route: Route,
-        identity: Identity,
-        forwarded_for: bytes,
-    ) -> None:
-        self.pipeline = pipeline
-        self.conn = conn
-        self.head = head
-        self.route = route
-        self.identity = identity
-        self.forwarded_for = forwarded_for
-        self.settled = False
-        """Decided or cancelled, whichever came first: the other is then ignored."""
-
-    def decided(self, result: Decision | Exception) -> None:
-        if not self.settled:
-            self.settled = True
-            self.pipeline.decided(self, result)
-
-    def cancel(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self.pipeline.in_flight -= 1
 
 
 class Pipeline:
-    """Runs each request through the stages; see the module docstring for the order.
+    """Runs each request through `STAGES`, by one of two drivers of the same runner.
 
-    Two entries: `fast()` takes a request without a body as soon as its head is parsed
-    and drives it by callbacks (a rate-limit store that answers later calls back with its
-    decision; a retry hands over to a task); `handle()` is the connection's serving task's
-    way, for everything `fast()` declines.
+    `fast()` takes a request without a body as soon as its head is parsed, inside the
+    parser's callback: the stages run there, and whatever waits (a Redis decision, an
+    upstream answer) calls back; no task wakes in between. `handle()` is the serving
+    task's way, for requests with a body and those pipelined behind another: it runs the
+    same stages and awaits the request's end.
     """
 
     def __init__(self, runtime: Runtime, access_log: bool = False) -> None:
         self.runtime = runtime
-        self.in_flight = 0
-        self.access_log = access_log
+        self.lifecycle = Lifecycle(STAGES, access_log)
 
-    def fast(self, conn: ClientConnection, head: RequestHead) -> bool:
-        """Take a request without a body now; False leaves it to `handle` (nothing done)."""
-        runtime = self.runtime
-        path = head.path
-        if runtime.own_endpoints.match(path) is not None:
-            return False
-        route = runtime.routes.match(path)
-        if route is None or self.in_flight >= runtime.max_in_flight:
-            return False
-        try:
-            identity = identify(head, runtime)
-        except ProxyError:
-            return False
-        forwarded_for, client_ip = runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
-        limits = b""
-        self.in_flight += 1
-        try:
-            limiter = runtime.limiter
-            if limiter.has_rules:
-                checks = limiter.checks(identity, client_ip, path, head.method)
-                if checks:
-                    decision = limiter.store.decide_now(checks)
-                    if decision is None:
-                        # The store answers later (Redis): the decision's callback goes on.
-                        pending = PendingDecision(self, conn, head, route, identity, forwarded_for)
-                        conn.active = pending
-                        limiter.store.decide_then(checks, pending.decided)
-                        return True
-                    limits = limiter.verdict(decision)
-            self._forward(conn, head, route, identity, forwarded_for, limits)
-        except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits)
-        return True
+    @property
+    def in_flight(self) -> int:
+        return self.lifecycle.in_flight
 
-    def decided(self, pending: PendingDecision, result: Decision | Exception) -> None:
-        """A fast-path request's decision came (a store that answers later): go on."""
-        conn, head, route = pending.conn, pending.head, pending.route
-        limits = b""
-        try:
-            if isinstance(result, Exception):
-                raise ProxyError("the rate-limit store failed") from result
-            limits = self.runtime.limiter.verdict(result)
-            self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits)
-        except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits)
-        except Exception:  # runs in the store's batch: answer this request, spare the rest
-            failures.exception("forwarding failed", extra={"request_id": head.request_id.decode()})
-            self._refuse(conn, head, route.name, ProxyError("internal error"), limits)
-
-    def _forward(
-        self,
-        conn: ClientConnection,
-        head: RequestHead,
-        route: Route,
-        identity: Identity,
-        forwarded_for: bytes,
-        limits: bytes,
-    ) -> None:
-        """Start the exchange by callbacks; raises Overloaded (the upstream is full)."""
-        exchange = Exchange(
-            conn, head, None, route, self.runtime, limits,
-            identity_headers(identity), forwarded_for, head.received_at,
-        )  # fmt: skip
-        exchange.identity = identity
-        conn.active = exchange
-        exchange.start(self)
-
-    def _refuse(
-        self,
-        conn: ClientConnection,
-        head: RequestHead,
-        route_name: str,
-        error: ProxyError,
-        limits: bytes,
-    ) -> None:
-        """A request of the fast path that ends before any attempt: answer, count, go on."""
-        self.in_flight -= 1
-        self._answer_error(conn, head, error, limits)
-        self._done(conn, head, route_name, self.runtime)
-        conn.request_done()
-
-    def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
-        self.in_flight -= 1
-        conn, head = exchange.client, exchange.head
-        runtime = self.runtime
-        if error is None:
-            if exchange.identity is not None:
-                runtime.limiter.record_forwarded(exchange.identity, head.path)
-        else:
-            self._answer_error(conn, head, error, exchange.extra_lines)
-        self._done(conn, head, exchange.route_name, runtime)
-        conn.request_done()
-
-    def exchange_gone(self, exchange: Exchange) -> None:
-        self.in_flight -= 1
+    def fast(self, conn: ClientConnection, head: RequestHead) -> None:
+        """Run a request without a body now, from the parser's callback."""
+        ctx = RequestContext(self.lifecycle, conn, head, None, self.runtime, head.received_at)
+        conn.active = ctx
+        ctx.run()
 
     async def handle(
         self, conn: ClientConnection, head: RequestHead, body: RequestBody | None
     ) -> None:
-        runtime = self.runtime
-        route_name = UNMATCHED_ROUTE
-        limits = b""
+        ctx = RequestContext(self.lifecycle, conn, head, body, self.runtime, time.monotonic())
+        waiter = ctx.waiter = asyncio.get_running_loop().create_future()
+        conn.active = ctx
+        ctx.run()
         try:
-            own = runtime.own_endpoints.match(head.path)
-            if own is not None:
-                route_name = SIDECAR_ROUTE
-                await own(conn, head, body, runtime)
-            else:
-                route = runtime.routes.match(head.path)
-                if route is None:
-                    raise NotFound(f"no route for {head.path.decode('latin-1')!r}", code="no_route")
-                route_name = route.name
-                if self.in_flight >= runtime.max_in_flight:
-                    raise Overloaded("the sidecar has too many requests in flight")
-                forwarded_for, client_ip = runtime.trusted.forwarded_for(
-                    head.peer_ip, head.forwarded_for
-                )
-                self.in_flight += 1
-                try:
-                    identity = identify(head, runtime)
-                    limits = await runtime.limiter.check(
-                        identity, client_ip, head.path, head.method
-                    )
-                    exchange = Exchange(
-                        conn, head, body, route, runtime, limits, identity_headers(identity),
-                        forwarded_for, time.monotonic(),
-                    )  # fmt: skip
-                    await exchange.run()
-                    runtime.limiter.record_forwarded(identity, head.path)
-                finally:
-                    self.in_flight -= 1
-        except ProxyError as error:
-            self._answer_error(conn, head, error, limits)
-        self._done(conn, head, route_name, runtime)
-
-    @staticmethod
-    def _answer_error(
-        conn: ClientConnection, head: RequestHead, error: ProxyError, limits: bytes
-    ) -> None:
-        if conn.response_started:
-            conn.abort()
-        else:
-            # A request that passed its limits carries their headers, whatever came after.
-            conn.send_response(head, error.status, error_headers(error), error.body(), limits)
-
-    def _done(
-        self, conn: ClientConnection, head: RequestHead, route_name: str, runtime: Runtime
-    ) -> None:
-        seconds = time.monotonic() - head.received_at
-        runtime.metrics.request_done(route_name, head.method, conn.status, seconds)
-        if self.access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": head.request_id.decode("latin-1"),
-                    "route": route_name,
-                    "method": head.method.decode("latin-1"),
-                    "status": conn.status,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
-            )
+            await waiter
+        except asyncio.CancelledError:
+            ctx.cancel()
+            raise

@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
-from proxy.core.identity import Identity
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
-from proxy.core.routing import Route
 from proxy.errors import (
     CircuitOpen,
     Overloaded,
@@ -36,8 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.pipeline.forward import Attempt, Relay, upstream_head
-from proxy.pipeline.runtime import Runtime
+from proxy.pipeline.forward import Attempt, Relay
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
@@ -46,8 +43,11 @@ from proxy.upstream.connection import (
 from proxy.upstream.head import ResponseHead
 
 if TYPE_CHECKING:
+    from proxy.metrics import Metrics
+    from proxy.pipeline.runtime import Guard
     from proxy.server.http11 import ClientConnection
-    from proxy.server.request import Headers, RequestBody, RequestHead
+    from proxy.server.request import RequestBody, RequestHead
+    from proxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("proxy.server")
 
@@ -85,43 +85,43 @@ class Exchange:
     relay: Relay | None = None
     task: asyncio.Task[None] | None = None
     owner: ExchangeOwner | None = None
-    identity: Identity | None = None
 
     def __init__(
         self,
-        client: ClientConnection,
+        name: str,
+        pool: UpstreamPool,
+        guard: Guard,
+        metrics: Metrics,
+        client: ClientConnection | None,
         head: RequestHead,
         body: RequestBody | None,
-        route: Route,
-        runtime: Runtime,
+        head_bytes: bytes,
         extra_lines: bytes,
-        identity_headers: Headers,
-        forwarded_for: bytes,
-        now: float,
+        started: float,
+        deadline_s: float | None,
     ) -> None:
-        """Raises Overloaded when the upstream has `max_in_flight` requests already."""
-        self.name = name = route.upstream.name
-        self.pool = pool = runtime.pools[name]
+        """Raises Overloaded when the upstream has `max_in_flight` requests already.
+
+        `client` None: nobody to relay the answer to (an alert sink's POST); `run()` then
+        reads the answer to its end and returns its status. `started` is when the
+        route's `deadline_s` starts and the first attempt is measured from (see
+        `RequestContext.resume` for why that is not always the head's arrival)."""
+        self.name = name
+        self.pool = pool
         if pool.full:
             raise Overloaded(f"upstream '{name}' has too many requests in flight")
-        self.guard = guard = runtime.guards[name]
-        self.route_name = route.name
+        self.guard = guard
+        self.metrics = metrics
         self.client = client
         self.head = head
         self.body = body
-        self.metrics = runtime.metrics
+        self.head_bytes = head_bytes
         self.extra_lines = extra_lines
         """Rendered header lines every answer to the client carries (the rate limits)."""
-        proto = head.forwarded_proto
-        if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
-            proto = b"http"
-        target = route.upstream_target(head.target) if route.strip_prefix else None
-        self.head_bytes = upstream_head(
-            head, target or route.base + head.target, forwarded_for, proto, identity_headers
-        )
-        if route.deadline_s is not None:
-            self.deadline = now + route.deadline_s
-        guard.budget.record_request(now)
+        self.started = started
+        if deadline_s is not None:
+            self.deadline = started + deadline_s
+        guard.budget.record_request(started)
         pool.in_flight += 1
 
     # -- decisions (both drivers) -----------------------------------------------------------
@@ -218,12 +218,14 @@ class Exchange:
         self.pool.in_flight -= 1
 
     # -- the general driver -------------------------------------------------------------------
-    async def run(self, delay: float | None = None) -> None:
-        """All attempts as a coroutine; `delay`: go on after a first attempt by callbacks."""
+    async def run(self, delay: float | None = None) -> int:
+        """All attempts as a coroutine; `delay`: go on after a first attempt by callbacks.
+        The status of the answer passed on; raises ProxyError when there is none."""
         body = self.body
         try:
-            if self.head.expect_continue and self.attempt_no == 0:
-                self.client.send_continue()
+            client = self.client
+            if client is not None and self.head.expect_continue and self.attempt_no == 0:
+                client.send_continue()
             if delay is not None:
                 await asyncio.sleep(delay)
             while True:
@@ -252,15 +254,23 @@ class Exchange:
             kept, self.kept = self.kept, None
             if kept is None:
                 raise self._outcome_error()
-            await kept.relay(self.client, self.head, self.extra_lines)
+            if client is None:
+                return await kept.consume()
+            await kept.relay(client, self.head, self.extra_lines)
+            assert kept.response is not None
+            return kept.response.status
         finally:
             self.close()
 
     # -- the callback driver ----------------------------------------------------------------
     def start(self, owner: ExchangeOwner) -> None:
-        """Drive a request without a body; `owner` hears how it ended."""
+        """Drive the exchange; `owner` hears how it ended. By callbacks when the request has
+        no body and a warm connection is idle; by the coroutine `run()` in a task otherwise."""
         self.owner = owner
-        conn = None if self.head.expect_continue else self.pool.take_idle()
+        if self.body is not None or self.head.expect_continue:
+            self._hand_over(None)
+            return
+        conn = self.pool.take_idle()
         if conn is None:
             self._hand_over(None)
             return
@@ -272,7 +282,7 @@ class Exchange:
         self.permit = permit
         attempt = self.attempt = Attempt(self.pool)
         attempt.conn = conn
-        self.sent_at = now = self.head.received_at
+        self.sent_at = now = self.started
         conn.begin(self.head.method == b"HEAD", now + self._timeout(now), self)
         conn.transport.write(self.head_bytes)  # type: ignore[union-attr]
 
@@ -286,7 +296,7 @@ class Exchange:
             self._hand_over(delay)
             return
         kept, self.kept = self.kept, None
-        assert kept is not None
+        assert kept is not None and self.client is not None
         self.relay = Relay(kept, self.client, self._relayed)
         self.relay.start(self.head, self.extra_lines)
 

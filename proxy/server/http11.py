@@ -39,8 +39,9 @@ from proxy.server.responses import JSON, error_headers, status_line
 log = logging.getLogger("proxy.server")
 
 Handler = Callable[["ClientConnection", RequestHead, "RequestBody | None"], Awaitable[None]]
-FastHandler = Callable[["ClientConnection", RequestHead], bool]
-"""Takes a request without a body at once (True) or leaves it to the serving task."""
+FastHandler = Callable[["ClientConnection", RequestHead], None]
+"""Takes a request without a body at once, from the parser's callback; it calls
+`request_done()` when the request is over."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
 MAX_PIPELINED = 16
@@ -301,9 +302,8 @@ class ClientConnection:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
                 self._begin_response(head)
-                if fast(self, head):
-                    return
-                self.busy = False
+                fast(self, head)
+                return
         self._body = body
         self._pending.append((head, body))
         if len(self._pending) >= MAX_PIPELINED:
