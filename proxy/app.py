@@ -32,8 +32,9 @@ from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.ratelimit import RateLimiter
-from proxy.pipeline.runtime import Runtime, State
+from proxy.pipeline.runtime import Runtime
 from proxy.pipeline.sinks import SinkSender
+from proxy.pipeline.state import State
 from proxy.reload import PolicyWatcher
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener

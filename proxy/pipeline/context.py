@@ -155,18 +155,20 @@ class RequestContext:
         if self.over:
             return
         self.over = True
+        self.exchange = None  # it points back here: no cycle left for the GC to find
         self._release()
         conn, head = self.conn, self.head
+        response = conn.response
         if error is not None:
-            if conn.response_started:
+            if response.started:
                 conn.abort()  # half an answer was sent: cutting is the only honest end
             else:
                 # A request that passed its limits carries their headers, whatever came after.
-                conn.send_response(
+                response.send_response(
                     head, error.status, error_headers(error), error.body(), self.limits
                 )
         seconds = time.monotonic() - head.received_at
-        self.runtime.metrics.request_done(self.route_name, head.method, conn.status, seconds)
+        self.runtime.metrics.request_done(self.route_name, head.method, response.status, seconds)
         if self.lifecycle.access_log:
             log.info(
                 "request",
@@ -174,7 +176,7 @@ class RequestContext:
                     "request_id": head.request_id.decode("latin-1"),
                     "route": self.route_name,
                     "method": head.method.decode("latin-1"),
-                    "status": conn.status,
+                    "status": response.status,
                     "duration_ms": round(seconds * 1000, 3),
                 },
             )
@@ -191,8 +193,9 @@ class RequestContext:
             return
         self.over = True
         self._release()
-        if self.exchange is not None:
-            self.exchange.cancel()
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.cancel()
         if self.task is not None:
             self.task.cancel()
 

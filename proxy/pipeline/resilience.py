@@ -1,6 +1,6 @@
 """The attempt loop of one forwarded request: breaker, send, classify, retry, relay.
 
-Rules it keeps (CONTRACT 5 and 9):
+Rules it keeps (docs/architecture.md, "A request's life"):
 - every attempt passes the upstream's breaker; an open breaker answers at once and stops
   further retries, and then the last upstream answer (if any) is what the client gets;
 - a POST (any method outside `retry.methods`) is sent again only when nothing was sent
@@ -44,7 +44,7 @@ from proxy.upstream.head import ResponseHead
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
-    from proxy.pipeline.runtime import Guard
+    from proxy.pipeline.state import Guard
     from proxy.server.http11 import ClientConnection
     from proxy.server.request import RequestBody, RequestHead
     from proxy.upstream.pool import UpstreamPool
@@ -225,7 +225,7 @@ class Exchange:
         try:
             client = self.client
             if client is not None and self.head.expect_continue and self.attempt_no == 0:
-                client.send_continue()
+                client.response.send_continue()
             if delay is not None:
                 await asyncio.sleep(delay)
             while True:
