@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import orjson
 
 from policies.dump import dump_policy
+from proxy.console.page import ASSETS, SECURITY_HEADERS
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -156,6 +157,16 @@ async def overview(
     _json(conn, head, document)
 
 
+async def console_file(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """`GET /console` and its two assets (see `proxy.console.page`)."""
+    _only(head, b"GET", b"HEAD")
+    content_type, content = ASSETS[head.path]
+    headers = [(b"Content-Type", content_type), *SECURITY_HEADERS]
+    conn.send_response(head, 200, headers, content)
+
+
 async def user_usage(
     conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
 ) -> None:
@@ -219,6 +230,7 @@ def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
             BREAKERS: all_breakers,
             b"/api/v1/resilience/policy": policy_document,
             OVERVIEW: overview,
+            **dict.fromkeys(ASSETS, console_file),
             b"/api/v1/events": ingest_event,
             b"/api/v1/ws/connections": ws_connections,
             **dict.fromkeys(WEBSOCKET_PATHS, websocket_only),
