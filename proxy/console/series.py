@@ -3,14 +3,14 @@
 The request path already counts every answer by route and status code, and its latency in
 histogram buckets (`proxy.metrics.RouteSeries`). A sampler copies those cumulative counts
 every `interval` seconds into a fixed ring per route (one `array('q')` of `slots` rows, so
-memory is bounded: 151 rows x 19 counters x 8 bytes = 23 KiB per route); requests/s,
-4xx/5xx shares and p50/p99 are differences of two rows, computed when someone reads them.
-Nothing is added to the request path.
+memory is bounded: 151 rows x 19 counters x 8 bytes = 23 KiB per route, plus 6 KiB of
+chart points); requests/s, 4xx/5xx shares and p50/p99 are differences of two rows: each
+interval's once, when its sample is taken (the charts), and the whole window's when
+someone reads it. Nothing is added to the request path.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from array import array
 from collections.abc import Iterable
@@ -24,6 +24,9 @@ BUCKETS = len(LATENCY_BUCKETS) + 1
 """Latency buckets per row: the finite bounds, then +Inf."""
 TOTAL, CLIENT_ERRORS, SERVER_ERRORS, FIRST_BUCKET = 0, 1, 2, 3
 ROW = FIRST_BUCKET + BUCKETS
+CHART_KEYS = ("rps", "share_4xx", "share_5xx", "p50_ms", "p99_ms")
+_NO_POINT = [0.0, 0.0, 0.0, math.nan, math.nan]
+"""An interval before a route was first seen: no requests."""
 
 
 def route_totals(series: Iterable[RouteSeries]) -> dict[str, list[int]]:
@@ -88,9 +91,12 @@ class RouteHistory:
         self._mono = array("d", [0.0] * self.slots)
         self._wall = array("d", [0.0] * self.slots)
         self._rings: dict[str, array[int]] = {}
+        self._points: dict[str, array[float]] = {}
+        """Per route, each interval's figures (CHART_KEYS, NaN for no latency), computed
+        once when its sample is taken, so a reader copies them and never recomputes."""
         self._head = -1
         self._count = 0
-        self._charts: tuple[int, dict[str, dict[str, list[Any]]]] | None = None
+        self._charts: dict[str, dict[str, list[Any]]] | None = None
 
     @property
     def samples(self) -> int:
@@ -111,7 +117,19 @@ class RouteHistory:
             ring = self._rings.get(route)
             if ring is None:  # a new route counted nothing before: zeros are its past
                 ring = self._rings[route] = array("q", bytes(8 * ROW * self.slots))
+                self._points[route] = array("d", _NO_POINT * self.slots)
             ring[start : start + ROW] = array("q", row)
+        if previous >= 0:
+            seconds = mono - self._mono[previous]
+            for route in self._rings:
+                figures = interval_figures(
+                    self._row(route, head), self._row(route, previous), seconds
+                )
+                values = [figures[k] for k in CHART_KEYS]
+                at = head * len(CHART_KEYS)
+                self._points[route][at : at + len(CHART_KEYS)] = array(
+                    "d", [math.nan if v is None else v for v in values]
+                )
         self._charts = None
 
     def _row(self, route: str, slot: int) -> list[int]:
@@ -143,28 +161,25 @@ class RouteHistory:
     def charts(self) -> dict[str, dict[str, list[Any]]]:
         """Per route, one point per sampled interval (oldest first), for the console's charts.
 
-        Built once per sample and kept until the next, so readers every 2 s pay it once.
+        Copied from the points kept at each sample, and kept until the next sample.
         """
-        if self._charts is not None and self._charts[0] == self._head:
-            return self._charts[1]
-        slots = [(self._oldest() + i) % self.slots for i in range(self._count)]
+        if self._charts is not None:
+            return self._charts
+        slots = [(self._oldest() + i) % self.slots for i in range(1, self._count)]
+        times = [round(self._wall[slot], 3) for slot in slots]
+        width = len(CHART_KEYS)
         charts: dict[str, dict[str, list[Any]]] = {}
-        for route in self._rings:
-            chart: dict[str, list[Any]] = {
-                k: [] for k in ("t", "rps", "share_4xx", "share_5xx", "p50_ms", "p99_ms")
-            }
-            for older, newer in itertools.pairwise(slots):
-                seconds = self._mono[newer] - self._mono[older]
-                newer_row, older_row = self._row(route, newer), self._row(route, older)
-                figures = interval_figures(newer_row, older_row, seconds)
-                chart["t"].append(round(self._wall[newer], 3))
-                for key in ("rps", "share_4xx", "share_5xx", "p50_ms", "p99_ms"):
-                    chart[key].append(figures[key])
+        for route, points in self._points.items():
+            chart: dict[str, list[Any]] = {"t": times}
+            for k, key in enumerate(CHART_KEYS):
+                values = [points[slot * width + k] for slot in slots]
+                chart[key] = [None if v != v else v for v in values]  # NaN: no latency
             charts[route] = chart
-        self._charts = (self._head, charts)
+        self._charts = charts
         return charts
 
     def memory_bytes(self) -> int:
         """Bytes held by the rings and the time arrays (what the bound above promises)."""
-        per_array = [a.buffer_info()[1] * a.itemsize for a in self._rings.values()]
-        return sum(per_array) + 2 * self.slots * 8
+        rings = sum(a.buffer_info()[1] * a.itemsize for a in self._rings.values())
+        points = sum(a.buffer_info()[1] * a.itemsize for a in self._points.values())
+        return rings + points + 2 * self.slots * 8
