@@ -75,3 +75,29 @@ async def test_overview_shape_figures_and_last_reload(
     assert any("bogus_key" in line for line in reload["errors"])
     assert all(line.startswith(f"{sidecar.config}:") for line in reload["errors"])
     assert after["policy"]["hash"] == first["policy"]["hash"]
+
+
+async def test_the_console_and_its_assets_are_served_with_a_strict_policy(
+    sidecar_factory: Callable[..., Sidecar], upstream: FaultUpstream
+) -> None:
+    sidecar = sidecar_factory(upstream.url)
+    expected = {
+        "/console": "text/html",
+        "/console/console.js": "text/javascript",
+        "/console/console.css": "text/css",
+    }
+    async with aiohttp.ClientSession() as http:
+        for path, content_type in expected.items():
+            async with http.get(sidecar.url + path) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith(content_type)
+                assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                body = await resp.text()
+            assert body
+        async with http.get(sidecar.url + "/console") as resp:
+            page = await resp.text()
+        async with http.post(sidecar.url + "/console") as resp:
+            assert resp.status == 405
+    assert 'src="console/console.js"' in page and "http" not in page.split("<body>")[0]
+    assert not upstream.hits("/console")  # the sidecar's own, never forwarded
