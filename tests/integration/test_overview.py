@@ -42,7 +42,10 @@ async def test_overview_shape_figures_and_last_reload(
         for code in (404, 503):
             async with http.get(f"{sidecar.url}/status/{code}") as resp:
                 assert resp.status == code
-        now = await overview(http, sidecar.url)
+        end = time.monotonic() + 5
+        while (now := await overview(http, sidecar.url))["routes"]["inventory"]["requests"] < 10:
+            assert time.monotonic() < end, now["routes"]
+            await asyncio.sleep(0.05)
 
         sidecar.config.write_text(sidecar.config.read_text() + "\nbogus_key: 1\n")
         end = time.monotonic() + 10
@@ -62,6 +65,7 @@ async def test_overview_shape_figures_and_last_reload(
     assert isinstance(first["in_flight"], int) and isinstance(first["websocket_connections"], int)
 
     inventory = now["routes"]["inventory"]
+    assert inventory["requests"] == 10
     assert {"rps", "share_4xx", "share_5xx", "p50_ms", "p99_ms"} <= set(inventory)
     assert inventory["rps"] > 0
     assert inventory["share_4xx"] == 0.1

@@ -47,6 +47,18 @@ async def poll(condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def metrics_with(http: aiohttp.ClientSession, base: str, *lines: str) -> None:
+    """Return once the metrics hold every one of `lines` (polled, with a deadline)."""
+    end = time.monotonic() + 5
+    while True:
+        async with http.get(f"{base}/metrics") as r:
+            text = await r.text()
+        if all(line in text for line in lines):
+            return
+        assert time.monotonic() < end, text
+        await asyncio.sleep(0.05)
+
+
 async def test_formats_on_the_wire_through_the_sidecar(
     sidecar_factory: Callable[..., Sidecar], upstream: FaultUpstream
 ) -> None:
@@ -66,14 +78,14 @@ async def test_formats_on_the_wire_through_the_sidecar(
         async with http.post(f"{sidecar.url}/api/v1/events", json=alert(1), headers=SERVICE) as r:
             assert r.status == 202
         await poll(lambda: len(upstream.hits("/status/")) >= 3)
-        async with http.get(f"{sidecar.url}/metrics") as r:
-            metrics = await r.text()
+        await metrics_with(
+            http, sidecar.url, 'sink_deliveries_total{outcome="success",sink="hooks"} 3.0'
+        )
     bodies = {s.target.split("f=")[1]: json.loads(s.body) for s in upstream.hits("/status/")}
     assert "&lt;b&gt;unidades&lt;/b&gt; &amp; más" in bodies["slack"]["text"]
     assert bodies["pd"]["routing_key"] == "pd-routing-key-xyz"
     assert bodies["pd"]["payload"]["severity"] == "critical"
     assert bodies["am"][0]["labels"]["alertname"] == "stock_bajo"
-    assert 'sink_deliveries_total{outcome="success",sink="hooks"} 3.0' in metrics
     assert "pd-routing-key-xyz" not in sidecar.proc.output()
 
 
@@ -107,13 +119,12 @@ async def test_4xx_is_sent_once_5xx_is_retried_until_the_breaker_opens(
         await poll(lambda: len(upstream.hits("/status/400")) == 3)
         # 503: alert 0 takes 3 attempts, alert 1 the 4th (the breaker opens), then nothing.
         await poll(lambda: len(upstream.hits("/status/503")) == 4)
-        metrics = ""
-        end = time.monotonic() + 5
-        while 'outcome="rejected",sink="failing"} 2.0' not in metrics:
-            assert time.monotonic() < end, metrics
-            async with http.get(f"{sidecar.url}/metrics") as r:
-                metrics = await r.text()
-            await asyncio.sleep(0.05)
+        await metrics_with(
+            http,
+            sidecar.url,
+            'sink_deliveries_total{outcome="rejected",sink="failing"} 2.0',
+            'sink_deliveries_total{outcome="failure",sink="rejecting"} 3.0',
+        )
         async with http.get(
             f"{sidecar.url}/api/v1/resilience/circuit-breakers", headers=bearer("1", "admin")
         ) as r:
@@ -122,4 +133,3 @@ async def test_4xx_is_sent_once_5xx_is_retried_until_the_breaker_opens(
     assert breakers["failing"]["state"] == "open"
     assert len(upstream.hits("/status/400")) == 3
     assert len(upstream.hits("/status/503")) == 4
-    assert 'sink_deliveries_total{outcome="failure",sink="rejecting"} 3.0' in metrics
