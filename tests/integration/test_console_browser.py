@@ -163,7 +163,7 @@ def test_the_page_loads_and_shows_the_breakers_without_console_errors(
     )
     policy = browser.find_element(By.ID, "policy").text
     assert "none since the sidecar started" in policy
-    assert browser.find_element(By.ID, "ws-status").text == "alerts: live"
+    eventually(lambda: browser.find_element(By.ID, "ws-status").text == "alerts: live")
     assert browser.execute_script("return sessionStorage.length") == 1
     browser.save_screenshot(str(tmp_path / "console.png"))
     assert console_errors(browser) == []
