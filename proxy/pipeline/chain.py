@@ -29,9 +29,9 @@ class Pipeline:
     same stages and awaits the request's end.
     """
 
-    def __init__(self, runtime: Runtime, access_log: bool = False) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.lifecycle = Lifecycle(STAGES, access_log)
+        self.lifecycle = Lifecycle(STAGES)
 
     @property
     def in_flight(self) -> int:

@@ -5,7 +5,7 @@ callback path from the parser, the serving task's path). The stages (`stages.STA
 read and fill it in order; the runner here walks them. Whatever happens (answered by a
 stage, forwarded, refused, failed) the request ends in `finish()`, or in `cancel()` when
 the client left first: the only places that give back the in-flight slot, count the
-request, log it and tell the connection it may serve the next one.
+request, log it (access log, trace) and tell the connection it may serve the next one.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Final
 
 from proxy.core.identity import ANONYMOUS, Identity
 from proxy.errors import ProxyError
+from proxy.pipeline.observe import CLIENT_CLOSED
 from proxy.server.responses import error_headers
 
 if TYPE_CHECKING:
     from proxy.core.routing import Route
+    from proxy.pipeline.observe import RequestNote
     from proxy.pipeline.resilience import Exchange
     from proxy.pipeline.runtime import Runtime
     from proxy.server.http11 import ClientConnection
     from proxy.server.request import RequestBody, RequestHead
 
-log = logging.getLogger("proxy.access")
 failures = logging.getLogger("proxy.server")
 
 CONTINUE: Final = 0
@@ -53,14 +54,12 @@ class Stage:
 
 
 class Lifecycle:
-    """What every request of one pipeline shares: the stages, the in-flight count and
-    whether each request is logged."""
+    """What every request of one pipeline shares: the stages and the in-flight count."""
 
-    def __init__(self, stages: tuple[Stage, ...], access_log: bool) -> None:
+    def __init__(self, stages: tuple[Stage, ...]) -> None:
         self.stages = stages
         self.in_flight = 0
         """Requests past load shedding and not yet finished (`server.max_in_flight`)."""
-        self.access_log = access_log
 
 
 class RequestContext:
@@ -78,6 +77,8 @@ class RequestContext:
     """Rendered rate-limit header lines: every answer to this request carries them."""
     forwarded_for: bytes = b""
     client_ip: str = ""
+    note: RequestNote | None = None
+    """The routed request's story for the access log and its trace (`pipeline/observe.py`)."""
     stage = 0
     """The index of the stage running (or waited on)."""
     counted = False
@@ -159,7 +160,11 @@ class RequestContext:
         self._release()
         conn, head = self.conn, self.head
         response = conn.response
+        note = self.note
         if error is not None:
+            if note is not None:
+                fields = error.fields
+                note.refused(error.code, fields.get("rule"), fields.get("breaker"))
             if response.started:
                 conn.abort()  # half an answer was sent: cutting is the only honest end
             else:
@@ -167,19 +172,13 @@ class RequestContext:
                 response.send_response(
                     head, error.status, error_headers(error), error.body(), self.limits
                 )
-        seconds = time.monotonic() - head.received_at
-        self.runtime.metrics.request_done(self.route_name, head.method, response.status, seconds)
-        if self.lifecycle.access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": head.request_id.decode("latin-1"),
-                    "route": self.route_name,
-                    "method": head.method.decode("latin-1"),
-                    "status": response.status,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
-            )
+        now = time.monotonic()
+        runtime = self.runtime
+        runtime.metrics.request_done(
+            self.route_name, head.method, response.status, now - head.received_at
+        )
+        if runtime.observer.access_log or (note is not None and note.trace.recorded):
+            self._observed(response.status, now)
         waiter = self.waiter
         if waiter is None:
             conn.request_done()
@@ -188,7 +187,8 @@ class RequestContext:
             waiter.set_result(None)
 
     def cancel(self) -> None:
-        """The client went away: stop what runs for it, free its slot, count nothing."""
+        """The client went away: stop what runs for it, free its slot; it is logged as 499
+        `client_closed` (never sent) and not counted as answered."""
         if self.over:
             return
         self.over = True
@@ -198,6 +198,25 @@ class RequestContext:
             exchange.cancel()
         if self.task is not None:
             self.task.cancel()
+        if self.note is not None:
+            self.note.reason = "client_closed"
+        self._observed(CLIENT_CLOSED, time.monotonic())
+
+    def _observed(self, status: int, now: float) -> None:
+        """The access-log line and, for a recorded trace, the spans."""
+        head, body = self.head, self.body
+        self.runtime.observer.finished(
+            request_id=head.request_id,
+            method=head.method,
+            path=head.path,
+            route=self.route_name,
+            status=status,
+            received_at=head.received_at,
+            now=now,
+            bytes_in=body.size if body is not None else head.content_length or 0,
+            bytes_out=self.conn.response.bytes_out,
+            note=self.note,
+        )
 
     def _release(self) -> None:
         if self.counted:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
+from proxy.core.tracecontext import new_span_id
 from proxy.errors import (
     CircuitOpen,
     Overloaded,
@@ -44,6 +45,7 @@ from proxy.upstream.head import ResponseHead
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
+    from proxy.pipeline.observe import RequestNote
     from proxy.pipeline.state import Guard
     from proxy.server.http11 import ClientConnection
     from proxy.server.request import RequestBody, RequestHead
@@ -99,13 +101,16 @@ class Exchange:
         extra_lines: bytes,
         started: float,
         deadline_s: float | None,
+        note: RequestNote,
+        span_id: bytes,
     ) -> None:
         """Raises Overloaded when the upstream has `max_in_flight` requests already.
 
         `client` None: nobody to relay the answer to (an alert sink's POST); `run()` then
-        reads the answer to its end and returns its status. `started` is when the
-        route's `deadline_s` starts and the first attempt is measured from (see
-        `RequestContext.resume` for why that is not always the head's arrival)."""
+        reads the answer to its end and returns its status. `head_bytes` carries `span_id`
+        as the traceparent's parent-id (a retry of a recorded trace replaces it).
+        `started` is when the route's `deadline_s` starts and the first attempt is measured
+        from (see `RequestContext.resume` for why that is not always the head's arrival)."""
         self.name = name
         self.pool = pool
         if pool.full:
@@ -121,6 +126,11 @@ class Exchange:
         self.started = started
         if deadline_s is not None:
             self.deadline = started + deadline_s
+        self.note = note
+        note.upstream = name
+        self.span_id = span_id
+        """The upstream's parent-id: this attempt's client span when the trace is recorded,
+        else the sidecar's span (no client spans are kept then)."""
         guard.budget.record_request(started)
         pool.in_flight += 1
 
@@ -140,6 +150,17 @@ class Exchange:
             self.kept = None
         return permit
 
+    def _attempt_head(self) -> bytes:
+        """The request head for this attempt: a retry of a recorded trace names its own
+        client span as the parent-id, so each attempt is a span of its own."""
+        if self.attempt_no == 1 or not self.note.trace.recorded:
+            return self.head_bytes
+        old, self.span_id = self.span_id, new_span_id()
+        at = self.head_bytes.find(b"-" + old + b"-")
+        head_bytes = self.head_bytes[: at + 1] + self.span_id + self.head_bytes[at + 17 :]
+        self.head_bytes = head_bytes
+        return head_bytes
+
     def _timeout(self, now: float) -> float:
         timeout = self.pool.policy.timeout
         if self.deadline is not None:
@@ -151,8 +172,12 @@ class Exchange:
         response = attempt.response
         assert response is not None
         status = response.status
-        self.guard.breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
+        now = time.monotonic()
+        self.guard.breaker.record_outcome(permit, STATUS, status, now - sent_at)
         self.metrics.attempt_answered(self.name, status >= 500)
+        outcome = "failure" if status >= 500 else "success"
+        self.metrics.attempt_took(self.name, outcome, now - sent_at)
+        self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, status, outcome)
         self.kept = attempt
         self.last_failure = None
         if status not in self.guard.planner.retry_statuses:
@@ -166,9 +191,13 @@ class Exchange:
     ) -> float | None:
         """Record a failed attempt; raises when it must not be sent again."""
         kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-        self.guard.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
+        now = time.monotonic()
+        self.guard.breaker.record_outcome(permit, kind, 0, now - sent_at)
         self.metrics.breaker_call(self.name, "failure")
-        self.metrics.upstream_attempt(self.name, attempt_label(kind, True))
+        label = attempt_label(kind, True)
+        self.metrics.upstream_attempt(self.name, label)
+        self.metrics.attempt_took(self.name, label, now - sent_at)
+        self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, 0, label)
         self.last_failure = _failure_error(self.name, kind)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
         if sent and not self._safe_to_resend():
@@ -236,7 +265,7 @@ class Exchange:
                 sent_at = time.monotonic()
                 try:
                     await attempt.send(
-                        self.head, self.head_bytes, body, self.attempt_no == 1,
+                        self.head, self._attempt_head(), body, self.attempt_no == 1,
                         self._timeout(sent_at),
                     )  # fmt: skip
                 except UpstreamFailure as failure:

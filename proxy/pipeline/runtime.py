@@ -19,6 +19,7 @@ from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.metrics import Metrics
+from proxy.pipeline.observe import Observer
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.state import Guard, State
 from proxy.server.own_routes import OwnRoutes
@@ -50,6 +51,8 @@ class Runtime:
     metrics: Metrics
     max_in_flight: int
     """`server.max_in_flight`, read on every request."""
+    observer: Observer
+    """The access log and the trace context (sampling, span export) for this policy."""
 
     @property
     def policy(self) -> Policy:

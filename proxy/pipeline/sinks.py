@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable
 
 from policies.model import SinkPolicy
+from proxy.core.tracecontext import RequestTrace
 from proxy.errors import CircuitOpen, ProxyError, UpstreamTimeout
+from proxy.pipeline.observe import RequestNote
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.request import RequestBody, RequestHead
@@ -65,9 +67,10 @@ class SinkSender:
         key = b"alert-%d-%d" % (int(time.time() * 1000), self._sequence)
         head, head_bytes = _request(sink, pool.host_header, body, key)
         try:
+            note = RequestNote(RequestTrace(None, None, 0.0, False), "")  # not traced
             exchange = Exchange(
                 name, pool, guard, runtime.metrics, None, head, _full_body(body), head_bytes,
-                b"", time.monotonic(), None,
+                b"", time.monotonic(), None, note, note.trace.span_id,
             )  # fmt: skip
             status = await exchange.run()
         except CircuitOpen:

@@ -2,6 +2,7 @@
 
     own endpoint   -> answered by the sidecar (route "sidecar")
     route          -> 404 no_route
+    observe        -> client address, trace context (the access log's and spans' note)
     load shedding  -> 503 overloaded (server.max_in_flight)
     identity       -> 401 invalid_token | the caller's Identity
     rate limits    -> 429 rate_limited | the X-RateLimit-* lines every answer carries
@@ -19,6 +20,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Final
 
+from proxy.core.tracecontext import new_span_id
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.context import (
@@ -30,6 +32,7 @@ from proxy.pipeline.context import (
 )
 from proxy.pipeline.forward import upstream_head
 from proxy.pipeline.identity import identify, identity_headers
+from proxy.pipeline.observe import RequestNote
 from proxy.pipeline.resilience import Exchange
 
 failures = logging.getLogger("proxy.server")
@@ -77,6 +80,20 @@ class MatchRoute(Stage):
         return CONTINUE
 
 
+class Observe(Stage):
+    """Where the request comes from (X-Forwarded-For from trusted proxies) and its trace
+    context (continued or started): the note the access log and the spans are made of."""
+
+    def enter(self, ctx: RequestContext) -> int:
+        head = ctx.head
+        runtime = ctx.runtime
+        forwarded_for, client_ip = runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
+        ctx.forwarded_for = forwarded_for
+        ctx.client_ip = client_ip
+        ctx.note = RequestNote(runtime.observer.trace(head.traceparent, head.tracestate), client_ip)
+        return CONTINUE
+
+
 class ShedLoad(Stage):
     """`server.max_in_flight`: past it a request is refused at once rather than queued."""
 
@@ -90,15 +107,13 @@ class ShedLoad(Stage):
 
 
 class Identify(Stage):
-    """Who is asking (the verified token, or anonymous), and the client's address."""
+    """Who is asking: the verified token's identity, or anonymous (or 401)."""
 
     def enter(self, ctx: RequestContext) -> int:
-        head = ctx.head
-        runtime = ctx.runtime
-        ctx.identity = identify(head, runtime)
-        ctx.forwarded_for, ctx.client_ip = runtime.trusted.forwarded_for(
-            head.peer_ip, head.forwarded_for
-        )
+        ctx.identity = identity = identify(ctx.head, ctx.runtime)
+        note = ctx.note
+        if note is not None:
+            note.identity = identity
         return CONTINUE
 
 
@@ -141,18 +156,30 @@ class Forward(Stage):
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
             proto = b"http"
         target = route.upstream_target(head.target) if route.strip_prefix else None
+        note = ctx.note
+        assert note is not None
+        trace = note.trace
+        span_id = new_span_id() if trace.recorded else trace.span_id
         head_bytes = upstream_head(
             head, target or route.base + head.target, ctx.forwarded_for, proto,
-            identity_headers(ctx.identity),
+            identity_headers(ctx.identity), trace.header_lines(span_id),
         )  # fmt: skip
         name = route.upstream.name
         exchange = ctx.exchange = Exchange(
             name, runtime.pools[name], runtime.guards[name], runtime.metrics, ctx.conn, head,
-            ctx.body, head_bytes, ctx.limits, ctx.ready_at, route.deadline_s,
+            ctx.body, head_bytes, ctx.limits, ctx.ready_at, route.deadline_s, note, span_id,
         )  # fmt: skip
         exchange.start(ctx)
         return WAIT
 
 
-STAGES: Final = (OwnEndpoint(), MatchRoute(), ShedLoad(), Identify(), RateLimit(), Forward())
+STAGES: Final = (
+    OwnEndpoint(),
+    MatchRoute(),
+    Observe(),
+    ShedLoad(),
+    Identify(),
+    RateLimit(),
+    Forward(),
+)
 """The ONE order of a request's stages."""

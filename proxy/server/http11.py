@@ -54,6 +54,8 @@ _NOTED = frozenset(
         b"content-length",
         b"expect",
         b"idempotency-key",
+        b"traceparent",
+        b"tracestate",
         b"transfer-encoding",
         b"upgrade",
         b"x-forwarded-for",
@@ -89,6 +91,11 @@ def _note(head: RequestHead, name: bytes, value: bytes) -> None:
         head.idempotency_key = head.idempotency_key or value
     elif name == b"connection":
         head.connection = head.connection or value
+    elif name == b"traceparent":
+        head.traceparent = value if head.traceparent is None else b""
+    elif name == b"tracestate":
+        state = head.tracestate
+        head.tracestate = value if state is None else state + b"," + value
     else:
         head.upgrade = head.upgrade or value
 

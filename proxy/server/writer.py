@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
 
 class ResponseWriter:
-    __slots__ = ("_held", "chunked", "closing_after", "server", "started", "status", "transport")
+    __slots__ = (
+        "_held",
+        "bytes_out",
+        "chunked",
+        "closing_after",
+        "server",
+        "started",
+        "status",
+        "transport",
+    )
 
     def __init__(self, server: ServerState) -> None:
         self.server = server
@@ -34,10 +43,13 @@ class ResponseWriter:
         self.closing_after = False
         """The connection closes after this response (the client asked, or we must)."""
         self._held: bytes | None = None
+        self.bytes_out = 0
+        """Bytes written for this response (head, framing and body)."""
 
     def begin(self, keep_alive: bool) -> None:
         self.started = False
         self.chunked = False
+        self.bytes_out = 0
         self.closing_after = not keep_alive or self.server.draining
 
     def send_continue(self) -> None:
@@ -92,6 +104,7 @@ class ResponseWriter:
         rendered = status_line(status) + b"".join(out)
         if no_body:
             if self.transport is not None:
+                self.bytes_out += len(rendered)
                 self.transport.write(rendered)
         else:
             # Held back so the head and the first piece of body leave in one write.
@@ -106,6 +119,7 @@ class ResponseWriter:
         if self._held is not None:
             chunk = self._held + chunk
             self._held = None
+        self.bytes_out += len(chunk)
         self.transport.write(chunk)
 
     def end_body(self) -> None:
@@ -114,6 +128,7 @@ class ResponseWriter:
             tail = self._held + tail
             self._held = None
         if tail and self.transport is not None:
+            self.bytes_out += len(tail)
             self.transport.write(tail)
 
     def send_response(
