@@ -58,6 +58,12 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return int(text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
@@ -73,6 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--realert-interval", type=_duration, default=_duration("1h"))
     parser.add_argument("--expiry-days", type=_days, default=7)
     parser.add_argument("--token-ttl", type=_ttl, default=_ttl("1h"))
+    parser.add_argument(
+        "--outbox-max",
+        type=_positive,
+        default=10_000,
+        help="events kept while the sidecar is away; past it the oldest are dropped",
+    )
     return parser.parse_args(argv)
 
 
@@ -108,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         realert_interval=args.realert_interval,
         expiry_days=args.expiry_days,
         token_ttl=args.token_ttl,
+        outbox_max=args.outbox_max,
     )
     web.run_app(build_app(settings), host=settings.host, port=settings.port)
 

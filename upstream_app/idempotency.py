@@ -1,0 +1,143 @@
+"""`Idempotency-Key` on POST: a repeated request gets the first answer and changes nothing.
+
+Keys belong to the caller proven by the Bearer token (two users may use the same key) and
+are kept `KEEP_S` (24 h) in the database. The request's fingerprint is its method, path
+and body: the same key with anything else is 422 `idempotency_key_reused`. Requests with
+the same key are serialised, so concurrent duplicates never both run the handler.
+
+Answers the handler gave (any status below 500) are stored; a 5xx means the work did not
+complete (its transaction rolled back), so a retry runs it again. This middleware sits
+inside the chaos middleware: a failure injected after the commit (the case where a naive
+retry duplicates a sale) is never stored, and the retry gets the stored answer. Requests
+without a valid token keep no key (there is no user to keep it for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from upstream_app.auth import authenticate
+from upstream_app.db import Database
+from upstream_app.errors import ApiError
+from upstream_app.responses import error_response
+from upstream_app.store.idempotency import StoredAnswer, find_answer, store_answer
+
+HEADER = "Idempotency-Key"
+KEEP_S = 24 * 3600.0
+MAX_KEY_LENGTH = 255
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Headers of a stored answer that a replay repeats; the rest (Date, Server, length) are
+# the new response's own.
+_KEPT_HEADERS = ("Content-Type", "WWW-Authenticate", "Allow", "Location")
+
+
+class KeyLocks:
+    """One asyncio lock per key while someone holds or waits for it (no growth at rest)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def idempotency_middleware(
+    database: Database, clock: Callable[[], float] = time.time
+) -> Middleware:
+    """Build the middleware that honours `Idempotency-Key` on POST."""
+    locks = KeyLocks()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get(HEADER)
+        if request.method != "POST" or key is None:
+            return await handler(request)
+        try:
+            usuario_id = authenticate(request).sub
+        except ApiError:
+            return await handler(request)  # the handler answers the missing/invalid token
+        _check_key(key)
+        fingerprint = _fingerprint(request.method, request.path_qs, await request.read())
+        async with locks.hold((usuario_id, key)):
+            not_before = clock() - KEEP_S
+            stored = await database.run(lambda c: find_answer(c, usuario_id, key, not_before))
+            if stored is not None:
+                if stored.fingerprint != fingerprint:
+                    raise ApiError(
+                        422,
+                        "idempotency_key_reused",
+                        f"this {HEADER} was used for a different request in the last 24 h",
+                    )
+                return _replay(stored)
+            response = await _answer(handler, request)
+            answer = _storable(response, fingerprint)
+            if answer is not None:
+                now = clock()
+                await database.run(
+                    lambda c: store_answer(c, usuario_id, key, answer, now, now - KEEP_S)
+                )
+            return response
+
+    return middleware
+
+
+def _check_key(key: str) -> None:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
+        )
+
+
+def _fingerprint(method: str, path: str, body: bytes) -> str:
+    digest = hashlib.sha256(f"{method} {path}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+async def _answer(handler: Handler, request: web.Request) -> web.StreamResponse:
+    """The handler's answer, its `ApiError` turned into the response it stands for."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err.status, err.code, err.message, err.headers)
+
+
+def _storable(response: web.StreamResponse, fingerprint: str) -> StoredAnswer | None:
+    if response.status >= 500 or not isinstance(response, web.Response):
+        return None
+    body = response.body
+    if not isinstance(body, bytes):
+        return None
+    headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}
+    return StoredAnswer(fingerprint, response.status, headers, body)
+
+
+def _replay(stored: StoredAnswer) -> web.Response:
+    return web.Response(
+        status=stored.status,
+        body=stored.body,
+        headers={**stored.headers, REPLAYED_HEADER: "true"},
+    )
