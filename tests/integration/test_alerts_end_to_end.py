@@ -47,11 +47,20 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     config = write_policy(tmp_path / "policy.yaml", doc)
     sidecar = start_sidecar(config, port)
     try:
+        await events_flowing(app)
         yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", sidecar, sink, config)
     finally:
         sidecar.stop()
         app.stop()
         await sink.stop()
+
+
+async def events_flowing(app: Process, deadline_s: float = 15.0) -> None:
+    """The app started first: wait until its outbox (the startup alerts) reached the sidecar."""
+    end = time.monotonic() + deadline_s
+    while "not reachable" in (output := app.output()) and "reachable again" not in output:
+        assert time.monotonic() < end, output
+        await asyncio.sleep(0.05)
 
 
 async def next_of_type(ws: websockets.ClientConnection, kind: str, deadline_s: float) -> dict:
@@ -79,7 +88,10 @@ async def test_a_sale_crossing_the_threshold_alerts_clients_and_the_sink(stack: 
                 json={"producto_id": product["producto_id"], "cantidad": quantity},
             ) as resp:
                 assert resp.status == 201
+            # The startup check's alerts (delivered from the app's outbox) may come first.
             alert = await next_of_type(ws, "stock_bajo", 1.0)
+            while alert["data"]["producto_id"] != product["producto_id"]:
+                alert = await next_of_type(ws, "stock_bajo", 1.0)
             assert time.monotonic() - sold_at < 1.0
     assert alert["type"] == "alert" and alert["severity"] == "warning"
     assert alert["data"]["producto_id"] == product["producto_id"]
@@ -173,3 +185,39 @@ async def test_connections_endpoint_reload_and_shutdown(stack: Stack) -> None:
                 while True:
                     await asyncio.wait_for(plain.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_the_app_started_before_the_sidecar_loses_no_alert(tmp_path: Path) -> None:
+    """CONTRACT 14: the startup alerts wait in the app's outbox until the sidecar listens."""
+    sink = await FaultUpstream().start()
+    port = free_port()
+    app, app_port = start_upstream_app(tmp_path / "inv.db", f"http://127.0.0.1:{port}")
+    sidecar: Process | None = None
+    try:
+        deadline = time.monotonic() + 10
+        while "not reachable" not in app.output():
+            assert time.monotonic() < deadline, app.output()
+            await asyncio.sleep(0.05)
+        doc = make_policy(port, f"http://127.0.0.1:{app_port}")
+        doc["upstreams"]["email_service"]["url"] = sink.url
+        doc["alerts"]["sinks"] = [{"upstream": "email_service", "path": "/send"}]
+        sidecar = start_sidecar(write_policy(tmp_path / "policy.yaml", doc), port)
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/api/v1/reportes/inventario"
+            async with http.get(url, headers=bearer("1", "admin")) as resp:
+                report = await resp.json()
+        expected = report["stock_bajo"] + report["lotes_por_vencer"]
+        assert expected > 0
+        deadline = time.monotonic() + 15
+        while len(sent := [json.loads(s.body) for s in sink.hits("/send")]) < expected:
+            assert time.monotonic() < deadline, f"{len(sent)} of {expected} alerts arrived"
+            await asyncio.sleep(0.05)
+        keys = [alert["event_key"] for alert in sent]
+        assert len(keys) == len(set(keys)) == expected
+        output = app.output()
+        assert "WARNING" not in output and "dropped" not in output, output
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        app.stop()
+        await sink.stop()
