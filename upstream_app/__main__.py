@@ -10,16 +10,18 @@ import argparse
 import logging
 import os
 import secrets
-import sys
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
+from upstream_app import logs
 from upstream_app.app import build_app
 from upstream_app.config import Settings, parse_duration
 from upstream_app.seed import prepare_database
+
+log = logging.getLogger("upstream_app")
 
 
 def _duration(text: str) -> float:
@@ -88,27 +90,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _warn(message: str) -> None:
-    print(f"upstream_app: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Prepare the database, then serve until SIGINT/SIGTERM."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     jwt_secret = os.environ.get("JWT_SECRET")
     if not jwt_secret:
         jwt_secret = secrets.token_urlsafe(48)
-        _warn("JWT_SECRET is not set: using a random secret, tokens from elsewhere won't verify")
+        log.warning(
+            "JWT_SECRET is not set: using a random secret, tokens from elsewhere won't verify"
+        )
     events_token = os.environ.get("PROXY_EVENTS_TOKEN") or None
     if args.events_url and events_token is None:
-        _warn("PROXY_EVENTS_TOKEN is not set: events are sent without a token")
+        log.warning("PROXY_EVENTS_TOKEN is not set: events are sent without a token")
     seed_password = os.environ.get("UPSTREAM_SEED_PASSWORD", "")
     generated = not seed_password
     if generated:
         seed_password = secrets.token_urlsafe(12)
     if prepare_database(args.db, seed_password) and generated:
-        _warn(f"created {args.db}; users admin, vendedor, viewer have password {seed_password}")
+        log.warning(
+            f"created {args.db}; users admin, vendedor, viewer have password {seed_password}"
+        )
     settings = Settings(
         db_path=args.db,
         jwt_secret=jwt_secret,
@@ -122,7 +124,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         token_ttl=args.token_ttl,
         outbox_max=args.outbox_max,
     )
-    web.run_app(build_app(settings), host=settings.host, port=settings.port)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    web.run_app(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=logging.getLogger("upstream_app.access"),
+        access_log_class=logs.JsonAccessLogger,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from upstream_app.handlers import alertas, auth, health, lotes, productos, repor
 from upstream_app.handlers import chaos as chaos_switch
 from upstream_app.idempotency import idempotency_middleware
 from upstream_app.keys import CHAOS, CHECKER, DATABASE, PUBLISHER, SETTINGS
+from upstream_app.logs import request_id_middleware
 
 _ROUTE_MODULES = (health, auth, productos, lotes, ventas, reportes, alertas, chaos_switch)
 
@@ -30,6 +31,7 @@ def build_app(settings: Settings) -> web.Application:
     # idempotency inside chaos, so a failure injected after the commit is never stored.
     app = web.Application(
         middlewares=[
+            request_id_middleware,
             error_middleware,
             chaos_middleware(chaos_state),
             idempotency_middleware(database),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,8 @@ from upstream_app.db import Database
 from upstream_app.errors import ApiError
 from upstream_app.responses import error_response
 from upstream_app.store.idempotency import StoredAnswer, find_answer, store_answer
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 KEEP_S = 24 * 3600.0
@@ -89,6 +92,7 @@ def idempotency_middleware(
                         "idempotency_key_reused",
                         f"this {HEADER} was used for a different request in the last 24 h",
                     )
+                log.info("answered a repeated Idempotency-Key with the first answer")
                 return _replay(stored)
             response = await _answer(handler, request)
             answer = _storable(response, fingerprint)

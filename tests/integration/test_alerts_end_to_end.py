@@ -215,7 +215,7 @@ async def test_the_app_started_before_the_sidecar_loses_no_alert(tmp_path: Path)
         keys = [alert["event_key"] for alert in sent]
         assert len(keys) == len(set(keys)) == expected
         output = app.output()
-        assert "WARNING" not in output and "dropped" not in output, output
+        assert '"level":"warning"' not in output and "dropped" not in output, output
     finally:
         if sidecar is not None:
             sidecar.stop()
