@@ -98,9 +98,12 @@ def idempotency_middleware(
             answer = _storable(response, fingerprint)
             if answer is not None:
                 now = clock()
-                await database.run(
-                    lambda c: store_answer(c, usuario_id, key, answer, now, now - KEEP_S)
-                )
+                try:
+                    await database.run(
+                        lambda c: store_answer(c, usuario_id, key, answer, now, now - KEEP_S)
+                    )
+                except Exception:  # the work is done: its answer is still the right one
+                    log.exception("could not keep the answer for an Idempotency-Key")
             return response
 
     return middleware

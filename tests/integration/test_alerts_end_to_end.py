@@ -221,3 +221,30 @@ async def test_the_app_started_before_the_sidecar_loses_no_alert(tmp_path: Path)
             sidecar.stop()
         app.stop()
         await sink.stop()
+
+
+async def test_a_resent_event_key_is_published_once_through_the_sidecar(stack: Stack) -> None:
+    url = f"{stack.url}/api/v1/events"
+    service = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
+    event = {"type": "inventory_update", "update_type": "lote", "producto_id": 3}
+    async with aiohttp.ClientSession() as http:
+        async with websockets.connect(f"{stack.ws}/api/v1/ws/notifications") as ws:
+            await ws.recv()
+            ids = []
+            for _ in range(2):
+                async with http.post(
+                    url, json={**event, "event_key": "e2e-1"}, headers=service
+                ) as resp:
+                    assert resp.status == 202
+                    ids.append((await resp.json())["id"])
+            assert ids[0] == ids[1]
+            async with http.post(url, json={**event, "producto_id": 4}, headers=service) as resp:
+                marker = (await resp.json())["id"]
+            received = []
+            while not received or received[-1]["id"] != marker:
+                received.append(await next_of_type(ws, "inventory_update", 5.0))
+        assert [e["id"] for e in received if e.get("event_key") == "e2e-1"] == [ids[0]]
+        too_long = {**event, "event_key": "k" * 129}
+        async with http.post(url, json=too_long, headers=service) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["field"] == "event_key"
