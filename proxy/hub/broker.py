@@ -8,7 +8,9 @@ sharing a Redis, with a Stream rather than pub/sub + a list because:
 - the stream entry id is `EVENT_ID-0`, so a resume is one `XREVRANGE` from `N+1`, and it
   works on whichever replica a client reconnects to;
 - readers keep a cursor: a replica whose link to Redis broke reads what it missed when it
-  comes back, where pub/sub would have dropped it.
+  comes back, where pub/sub would have dropped it;
+- an event's `event_key` is remembered for an hour by the same script (checked, then set
+  with the id), so a resend is not published twice, whichever replica it reaches.
 
 Each replica runs one `XREAD BLOCK` loop and fans out what arrives, its own events
 included, so every replica delivers in the same order.
@@ -157,7 +159,8 @@ class RedisBroker:
         self._history = History(history)
         self._counter = f"{prefix}:id"
         self._stream = f"{prefix}:stream"
-        self._seen = f"{prefix}:seen:"  # + event_key; same hash tag as the stream
+        # + event_key. Named after the stream, so it has the stream's hash tag (cluster).
+        self._seen = f"{self._stream}:seen:"
         self._timeout = timeout
         self._block = block
         self._max_backoff = max_backoff
@@ -220,7 +223,7 @@ class RedisBroker:
             args = [max(self._history_size, 1), accepted.type, accepted.payload, floor]
             if accepted.event_key is not None:
                 keys.append(self._seen + accepted.event_key)
-                args.append(int(SEEN_KEY_TTL_S))
+                args.append(SEEN_KEY_TTL_S)
             try:
                 event_id, fresh = await self._script(keys=keys, args=args)
             except _REDIS_ERRORS:
