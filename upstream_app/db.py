@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
@@ -93,12 +94,23 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+BEFORE_COMMIT: ContextVar[Callable[[sqlite3.Connection], None] | None] = ContextVar(
+    "before_commit", default=None
+)
+"""Writes joined to every write transaction run in this context (a request's), so they
+commit or roll back with its work: the Idempotency-Key claim (`idempotency.py`).
+`Database.run` reaches it in its worker thread: `asyncio.to_thread` copies the context."""
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Hold the database write lock from the first read to the commit."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        joined = BEFORE_COMMIT.get()
+        if joined is not None:
+            joined(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise

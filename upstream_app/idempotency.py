@@ -5,8 +5,11 @@ are kept `KEEP_S` (24 h) in the database. The request's fingerprint is its metho
 and body: the same key with anything else is 422 `idempotency_key_reused`. Requests with
 the same key are serialised, so concurrent duplicates never both run the handler.
 
-Answers the handler gave (any status below 500) are stored; a 5xx means the work did not
-complete (its transaction rolled back), so a retry runs it again. This middleware sits
+Answers the handler gave (any status below 500) are stored. The handler's own write
+transaction also records a claim for the key (`db.BEFORE_COMMIT`), so the work and the
+claim commit together: should the process die before the answer is stored, a retry finds
+the claim and gets 409 `idempotency_key_answer_lost`, never a second sale. A 5xx with no
+claim means the work rolled back, so a retry runs it again. This middleware sits
 inside the chaos middleware: a failure injected after the commit (the case where a naive
 retry duplicates a sale) is never stored, and the retry gets the stored answer. Requests
 without a valid token keep no key (there is no user to keep it for).
@@ -25,10 +28,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from upstream_app.auth import authenticate
-from upstream_app.db import Database
+from upstream_app.db import BEFORE_COMMIT, Database
 from upstream_app.errors import ApiError
 from upstream_app.responses import error_response
-from upstream_app.store.idempotency import StoredAnswer, find_answer, store_answer
+from upstream_app.store.idempotency import (
+    DONE_UNANSWERED,
+    StoredAnswer,
+    claim,
+    find_answer,
+    store_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +101,23 @@ def idempotency_middleware(
                         "idempotency_key_reused",
                         f"this {HEADER} was used for a different request in the last 24 h",
                     )
+                if stored.status == DONE_UNANSWERED:
+                    raise ApiError(
+                        409,
+                        "idempotency_key_answer_lost",
+                        f"the request with this {HEADER} was done, but its answer was lost"
+                        " (the app stopped before sending it); it is not done again",
+                    )
                 log.info("answered a repeated Idempotency-Key with the first answer")
                 return _replay(stored)
-            response = await _answer(handler, request)
+            # The handler's write transactions also record that this key's work is done.
+            joined = BEFORE_COMMIT.set(
+                lambda conn: claim(conn, usuario_id, key, fingerprint, clock())
+            )
+            try:
+                response = await _answer(handler, request)
+            finally:
+                BEFORE_COMMIT.reset(joined)
             answer = _storable(response, fingerprint)
             if answer is not None:
                 now = clock()

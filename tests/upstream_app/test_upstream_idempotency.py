@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,18 @@ import aiohttp
 import pytest
 from upstream_harness import Api, Reply, RunningApp, start_app
 
-from upstream_app.db import SCHEMA, SCHEMA_VERSION, connect, create_schema_once
-from upstream_app.store.idempotency import StoredAnswer, find_answer, store_answer
+from upstream_app.db import BEFORE_COMMIT, SCHEMA, SCHEMA_VERSION, connect, create_schema_once
+from upstream_app.errors import ApiError
+from upstream_app.idempotency import _fingerprint
+from upstream_app.seed import prepare_database
+from upstream_app.store.idempotency import (
+    DONE_UNANSWERED,
+    StoredAnswer,
+    claim,
+    find_answer,
+    store_answer,
+)
+from upstream_app.store.ventas import record_sale
 
 
 def keyed(key: str) -> dict[str, str]:
@@ -166,3 +178,49 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+async def test_work_done_but_its_answer_lost_is_not_done_again(api: Api) -> None:
+    """The process died between the sale's commit (with its claim) and storing the answer."""
+    producto_id = await api.new_product(lots=((10, 30),))
+    key = str(uuid.uuid4())
+    body = json.dumps({"producto_id": producto_id, "cantidad": 2}).encode()
+    vendedor = "2"  # the seed's usuario_id for vendedor
+    conn = connect(api.app.db)
+    try:
+        fingerprint = _fingerprint("POST", "/api/v1/ventas", body)
+        conn.execute("BEGIN IMMEDIATE")
+        claim(conn, vendedor, key, fingerprint, time.time())
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    reply = await api.call(
+        "POST",
+        "/api/v1/ventas",
+        user="vendedor",
+        json_body=json.loads(body),
+        headers={**keyed(key), "Content-Type": "application/json"},
+    )
+    assert reply.status == 409, reply.body
+    assert reply.body["error"] == "idempotency_key_answer_lost"
+    assert await api.stock(producto_id) == 10
+
+
+def test_the_claim_commits_and_rolls_back_with_the_work(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    prepare_database(path, "pw")
+    conn = connect(path)
+    joined = BEFORE_COMMIT.set(lambda c: claim(c, "2", "sold", "f", 1000.0))
+    try:
+        record_sale(conn, 3, 1, "2")
+    finally:
+        BEFORE_COMMIT.reset(joined)
+    stored = find_answer(conn, "2", "sold", not_before=0.0)
+    assert stored is not None and stored.status == DONE_UNANSWERED
+    joined = BEFORE_COMMIT.set(lambda c: claim(c, "2", "short", "f", 1000.0))
+    try:
+        with pytest.raises(ApiError):
+            record_sale(conn, 3, 10**6, "2")  # 409: rolled back, claim and all
+    finally:
+        BEFORE_COMMIT.reset(joined)
+    assert find_answer(conn, "2", "short", not_before=0.0) is None

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from upstream_app.db import write_transaction
 
+DONE_UNANSWERED = 0
+"""`status` of a claim: the work committed, its answer not stored yet (or lost in a crash)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
@@ -17,6 +20,18 @@ class StoredAnswer:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+def claim(
+    conn: sqlite3.Connection, usuario_id: str, key: str, fingerprint: str, now: float
+) -> None:
+    """Record, inside the work's own transaction, that the work for `key` is committed."""
+    conn.execute(
+        "INSERT OR REPLACE INTO idempotency_keys"
+        " (usuario_id, clave, huella, status, headers, body, creado_en)"
+        " VALUES (?, ?, ?, ?, '{}', x'', ?)",
+        (usuario_id, key, fingerprint, DONE_UNANSWERED, now),
+    )
 
 
 def find_answer(
