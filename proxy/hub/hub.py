@@ -182,7 +182,7 @@ class Hub:
     async def publish_alert(self, event: dict[str, Any]) -> int:
         """The sidecar's own alert: validated and published like an ingested one."""
         accepted = parse_event(orjson.dumps(event), self._clock.wall())
-        event_id = await self._broker.publish(accepted)
+        event_id = (await self._broker.publish(accepted)).id  # no event_key: always fresh
         self._observer.event_published(accepted.type)
         if accepted.severity is not None:
             self._sinks.offer(accepted.severity, with_id(event_id, accepted.payload))
