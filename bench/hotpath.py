@@ -21,7 +21,6 @@ clock speed: the figure to compare two versions of the code by.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import subprocess
@@ -35,7 +34,6 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ensure_tools
-from proxy import logs
 from tests.support.inprocess import Harness
 
 SECRET = "bench-hotpath-secret-0123456789abcdefghijklmnop"
@@ -81,14 +79,9 @@ def request(case: str) -> bytes:
 
 async def run(case: str, requests: int, repeats: int) -> list[float]:
     """Microseconds per request of each repeat (one warm-up round first)."""
-    if case == "access-log":
-        sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - the process's
-        sink.setFormatter(logs.JsonFormatter())
-        access = logging.getLogger("proxy.access")
-        access.handlers[:] = [sink]
-        access.propagate = False
-        access.setLevel(logging.INFO)
     harness = Harness(policy(case), keep=False)
+    devnull = open(os.devnull, "wb")  # noqa: SIM115 - as long as the process
+    harness.sidecar.access_lines.sink = devnull.write
     harness.idle_upstream()
     client, upstream = harness.client, harness.upstreams[0][0]
     data = request(case)
