@@ -32,7 +32,10 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[
 def finish(policy: Policy, c: Collector) -> Policy:
     """The policy with derived names filled in; every cross-key problem added to `c`."""
     _check_server(policy.server, c)
-    _check_jwt(policy.auth.jwt, c)
+    _check_admin(policy, c)
+    _check_own_paths(policy, c)
+    if policy.auth.jwt is not None:
+        _check_jwt(policy.auth.jwt, c)
     redis_problem = redis_url_problem(policy.storage.redis_url)
     if redis_problem and c.ok("storage.redis_url"):
         c.add(c.at("storage.redis_url"), "storage.redis_url", redis_problem)
@@ -70,8 +73,18 @@ def redis_url_problem(url: str) -> str | None:
 
 
 def _check_server(server: ServerPolicy, c: Collector) -> None:
-    if c.ok("server.listen"):
-        host, _, port = server.listen.rpartition(":")
+    _check_listen(server.listen, "server.listen", c)
+    for i, cidr in enumerate(server.trusted_proxies):
+        path = f"server.trusted_proxies[{i}]"
+        if c.ok(path):
+            problem = _cidr_problem(cidr)
+            if problem:
+                c.add(c.at(path), path, problem)
+
+
+def _check_listen(listen: str, path: str, c: Collector) -> None:
+    if c.ok(path):
+        host, _, port = listen.rpartition(":")
         problem = None
         if not 1 <= int(port) <= 65535:
             problem = f"port {port} is out of range (1-65535)"
@@ -80,13 +93,57 @@ def _check_server(server: ServerPolicy, c: Collector) -> None:
         elif not _valid_host(host):
             problem = f"{shown(host)} is not an IP address or host name"
         if problem:
-            c.add(c.at("server.listen"), "server.listen", problem)
-    for i, cidr in enumerate(server.trusted_proxies):
-        path = f"server.trusted_proxies[{i}]"
-        if c.ok(path):
-            problem = _cidr_problem(cidr)
-            if problem:
-                c.add(c.at(path), path, problem)
+            c.add(c.at(path), path, problem)
+
+
+def _check_admin(policy: Policy, c: Collector) -> None:
+    admin = policy.admin
+    if admin.token_env is not None:
+        _env_name(admin.token_env, "admin.token_env", c)
+    if admin.listen is None:
+        return
+    _check_listen(admin.listen, "admin.listen", c)
+    if c.ok("admin.listen", "server.listen") and admin.port == policy.server.port:
+        c.add(
+            c.at("admin.listen"),
+            "admin.listen",
+            f"port {admin.port} is server.listen's; the own endpoints need a port of their own",
+        )
+
+
+ADMIN_PATHS = ("/healthz", "/readyz", "/console", "/api/v1/resilience/", "/api/v1/ws/connections")
+"""The sidecar's own paths besides the metrics path (shared with the data plane by default)."""
+
+
+def _check_own_paths(policy: Policy, c: Collector) -> None:
+    """The hub's paths may not collide with each other nor, on a shared port, the admin's."""
+    taken: dict[str, str] = {}
+    if policy.admin.listen is None:
+        taken = dict.fromkeys(ADMIN_PATHS, "an own endpoint")
+        taken[policy.admin.metrics_path] = "admin.metrics_path"
+    candidates = []
+    if policy.websocket.enabled:
+        paths = policy.websocket.paths
+        candidates += [
+            ("websocket.paths.notifications", paths.notifications),
+            ("websocket.paths.alerts", paths.alerts),
+        ]
+    if policy.alerts.enabled:
+        candidates.append(("alerts.ingest_path", policy.alerts.ingest_path))
+    for key_path, value in candidates:
+        if not c.ok(key_path):
+            continue
+        clash = next(
+            (
+                owner
+                for path, owner in taken.items()
+                if value == path or (path.endswith("/") and value.startswith(path))
+            ),
+            None,
+        )
+        if clash is not None:
+            c.add(c.at(key_path), key_path, f"{shown(value)} is already {clash}'s path")
+        taken[value] = key_path
 
 
 def _valid_host(host: str) -> bool:
@@ -121,12 +178,20 @@ def _check_jwt(jwt: JwtPolicy, c: Collector) -> None:
     if not jwt.algorithms:
         c.add(c.at(where), where, "at least one algorithm is needed")
     asymmetric = [a for a in jwt.algorithms if not a.startswith("HS")]
-    no_key = not (jwt.public_key_file or jwt.jwks_file)
-    if asymmetric and no_key and c.ok("auth.jwt.public_key_file", "auth.jwt.jwks_file"):
+    no_key = not (jwt.public_key_file or jwt.jwks_file or jwt.jwks_url)
+    key_paths = ("auth.jwt.public_key_file", "auth.jwt.jwks_file", "auth.jwt.jwks_url")
+    if asymmetric and no_key and c.ok(*key_paths):
         c.add(
             c.at(where),
             where,
-            f"{', '.join(asymmetric)} needs auth.jwt.public_key_file or auth.jwt.jwks_file",
+            f"{', '.join(asymmetric)} needs auth.jwt.public_key_file, auth.jwt.jwks_file "
+            "or auth.jwt.jwks_url",
+        )
+    if jwt.jwks_url is not None and jwt.jwks_file is not None and c.ok(*key_paths):
+        c.add(
+            c.at("auth.jwt.jwks_url"),
+            "auth.jwt.jwks_url",
+            "set only one of jwks_file and jwks_url",
         )
     if any(a.startswith("HS") for a in jwt.algorithms):
         _env_name(jwt.secret_env, "auth.jwt.secret_env", c)

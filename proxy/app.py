@@ -20,8 +20,10 @@ from typing import cast
 import uvloop
 
 from policies.load import LoadedPolicy
+from policies.model import JwtPolicy, Policy
 from proxy import logs
-from proxy.admin import WEBSOCKET_PATHS, own_endpoints
+from proxy.admin import admin_endpoints, own_endpoints, websocket_paths
+from proxy.admin_listener import AdminListener
 from proxy.clock import SYSTEM_CLOCK
 from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
@@ -46,6 +48,12 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _leeway(policy: Policy) -> float:
+    """The WebSocket's token grace (`auth.jwt.leeway`; the default without identity)."""
+    jwt = policy.auth.jwt
+    return jwt.leeway if jwt is not None else JwtPolicy().leeway
+
+
 def server_limits(loaded: LoadedPolicy) -> ServerLimits:
     server = loaded.policy.server
     return ServerLimits(
@@ -66,10 +74,15 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        self.admin_listener = AdminListener(lambda: self.runtime, access_log)
+        self.admin_state = ServerState(self.admin_listener.handle, server_limits(loaded))
+        """The connections of `admin.listen` (none when it is unset)."""
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
         )
         self._listener: Listener | None = None
+        self._admin_listener: Listener | None = None
+        self._websocket_paths = websocket_paths(loaded.policy)
         self._stopped = asyncio.Event()
 
     @property
@@ -82,6 +95,8 @@ class Sidecar:
         keys = load_key_material(policy.auth.jwt, os.environ)
         for note in keys.warnings:
             log.warning("auth.jwt: %s", note)
+        token_env = policy.admin.token_env
+        admin_token = os.environ.get(token_env, "") if token_env else ""
         runtime = Runtime(
             loaded=loaded,
             loaded_at=_now_iso(),
@@ -93,10 +108,12 @@ class Sidecar:
             limiter=RateLimiter(
                 policy.rate_limits, self.state.sync_store(policy), self.state.metrics
             ),
-            own_endpoints=own_endpoints(policy.admin.metrics_path),
+            own_endpoints=own_endpoints(policy),
             state=self.state,
             metrics=self.state.metrics,
             max_in_flight=policy.server.max_in_flight,
+            admin_endpoints=admin_endpoints(policy),
+            admin_token=admin_token.encode("utf-8", "surrogateescape") if admin_token else None,
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
@@ -114,7 +131,7 @@ class Sidecar:
             verifier=runtime.verifier,
             admin_roles=policy.admin.roles,
             ingest_token=os.environ.get(policy.alerts.ingest_token_env),
-            leeway=policy.auth.jwt.leeway,
+            leeway=_leeway(policy),
             broker=broker,
             sink_send=SinkSender(lambda: self.runtime),
             observer=self.state.metrics,
@@ -122,7 +139,7 @@ class Sidecar:
 
     def websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
         """The hub takes over upgrades to its two paths; other upgrades are plain requests."""
-        channel = WEBSOCKET_PATHS.get(head.path)
+        channel = self._websocket_paths.get(head.path)
         hub = self.state.hub
         if channel is None or hub is None or head.method != b"GET":
             return None
@@ -137,9 +154,13 @@ class Sidecar:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
+        if loaded.policy.admin.listen != old.admin.listen:
+            log.warning("admin.listen changed: it takes effect at the next restart")
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
+        self._websocket_paths = websocket_paths(loaded.policy)
         self.server_state.limits = server_limits(loaded)
+        self.admin_state.limits = server_limits(loaded)
         policy = runtime.policy
         if self.state.hub is not None:
             self.state.hub.reconfigure(
@@ -148,7 +169,7 @@ class Sidecar:
                 runtime.verifier,
                 policy.admin.roles,
                 os.environ.get(policy.alerts.ingest_token_env),
-                policy.auth.jwt.leeway,
+                _leeway(policy),
             )
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -159,6 +180,19 @@ class Sidecar:
             server.port,
             reuse_port,
         )
+        admin = self.runtime.policy.admin
+        if admin.listen is not None:
+            try:
+                self._admin_listener = await Listener.open(
+                    lambda: cast(asyncio.BaseProtocol, ClientConnection(self.admin_state)),
+                    admin.host or None,
+                    admin.port,
+                    reuse_port,
+                )
+            except OSError:
+                self._listener.close()
+                raise
+            self.admin_state.start_sweeping()
         self.server_state.start_sweeping()
         if self.state.hub is not None:
             await self.state.hub.start()
@@ -166,7 +200,11 @@ class Sidecar:
         self.state.ready = True
         log.info(
             "sidecar listening",
-            extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
+            extra={
+                "listen": server.listen,
+                "admin_listen": admin.listen,
+                "policy_hash": self.runtime.loaded.sha256,
+            },
         )
 
     def reload_now(self) -> None:
@@ -182,6 +220,8 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         self.server_state.close_idle()
+        # The admin listener stays up while draining: /readyz answers 503 `draining` there,
+        # which is how an orchestrator sees the drain.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.runtime.policy.server.drain_timeout
         while self.server_state.in_flight() and loop.time() < deadline:
@@ -191,6 +231,11 @@ class Sidecar:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._admin_listener is not None:
+            self._admin_listener.close()
+        self.admin_state.stop_sweeping()
+        for conn in list(self.admin_state.connections):
+            conn.close()
         await self.watcher.stop()
         if self.state.hub is not None:
             await self.state.hub.close()
@@ -264,6 +309,9 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
             return _run_workers(loaded, config_path, access_log, workers)
         uvloop.run(serve(loaded, config_path, access_log))
     except OSError as error:
-        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        where = loaded.policy.server.listen
+        if loaded.policy.admin.listen is not None:
+            where += f" and {loaded.policy.admin.listen}"
+        print(f"cannot listen on {where}: {error.strerror}", file=sys.stderr)
         return 1
     return 0

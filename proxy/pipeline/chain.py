@@ -21,7 +21,7 @@ from proxy.core.identity import Identity
 from proxy.core.routing import Route
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
-from proxy.pipeline.identity import identify, identity_headers
+from proxy.pipeline.identity import identify, identify_settled, identity_headers
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
@@ -203,7 +203,7 @@ class Pipeline:
                 )
                 self.in_flight += 1
                 try:
-                    identity = identify(head, runtime)
+                    identity = await identify_settled(head, runtime)
                     limits = await runtime.limiter.check(
                         identity, client_ip, head.path, head.method
                     )

@@ -174,6 +174,10 @@ class Runtime:
     metrics: Metrics
     max_in_flight: int
     """`server.max_in_flight`, read on every request."""
+    admin_endpoints: OwnRoutes[OwnEndpoint] | None = None
+    """The own endpoints served on `admin.listen` (None: they share the data plane's table)."""
+    admin_token: bytes | None = field(default=None, repr=False)
+    """The value of `admin.token_env`: `Bearer` it and be admin (never logged)."""
 
     @property
     def policy(self) -> Policy:
