@@ -30,6 +30,7 @@ from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
+from proxy.key_refresh import KeySource
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
@@ -68,6 +69,7 @@ class Sidecar:
     def __init__(self, loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> None:
         self.config_path = config_path
         self.state = State(metrics=Metrics())
+        self.keys = KeySource(self.state.metrics, self.state.degraded)
         self.pipeline = Pipeline(self.build(loaded), access_log)
         self.state.hub = self.make_hub(self.runtime)
         self.server_state = ServerState(
@@ -104,7 +106,9 @@ class Sidecar:
             trusted=TrustedProxies(policy.server.trusted_proxies),
             pools=self.state.sync_pools(policy),
             guards=self.state.sync_guards(policy),
-            verifier=TokenVerifier(policy.auth.jwt, keys, SYSTEM_CLOCK),
+            verifier=TokenVerifier(
+                policy.auth.jwt, self.keys.configure(policy.auth.jwt, keys), SYSTEM_CLOCK
+            ),
             limiter=RateLimiter(
                 policy.rate_limits, self.state.sync_store(policy), self.state.metrics
             ),
@@ -196,6 +200,7 @@ class Sidecar:
         self.server_state.start_sweeping()
         if self.state.hub is not None:
             await self.state.hub.start()
+        await self.keys.start()
         self.watcher.start()
         self.state.ready = True
         log.info(
@@ -208,7 +213,9 @@ class Sidecar:
         )
 
     def reload_now(self) -> None:
+        """SIGHUP: the policy, and the key files even when the policy is unchanged."""
         self.watcher.reload()
+        self.keys.reread_files()
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish, then close everything."""
@@ -237,6 +244,7 @@ class Sidecar:
         for conn in list(self.admin_state.connections):
             conn.close()
         await self.watcher.stop()
+        await self.keys.close()
         if self.state.hub is not None:
             await self.state.hub.close()
         self.server_state.stop_sweeping()

@@ -101,9 +101,9 @@ class KeyRing:
         self.version = 0
         self.on_unknown_kid: Callable[[str], object | None] | None = None
 
-    def replace(self, material: KeyMaterial) -> None:
+    def replace(self, material: KeyMaterial, available: bool = True) -> None:
         self.material = material
-        self.available = True
+        self.available = available
         self.version += 1
 
 
