@@ -49,6 +49,7 @@ def finish(policy: Policy, c: Collector) -> Policy:
     upstreams = {k: _upstream(k, u, c) for k, u in policy.upstreams.items()}
     routes = tuple(_route(i, r, upstreams, c) for i, r in enumerate(policy.routes))
     _unique_names([r.name for r in routes], "routes", "route", c)
+    _check_unreachable_routes(routes, c)
     endpoints = tuple(_endpoint(i, e, c) for i, e in enumerate(policy.rate_limits.endpoints))
     _unique_names([e.name for e in endpoints], "rate_limits.endpoints", "rule", c)
     for i, sink in enumerate(policy.alerts.sinks):
@@ -240,6 +241,29 @@ def _route(
         c.add(c.at(f"{base}.strip_prefix"), f"{base}.strip_prefix", "needs `path_prefix`")
     _known_upstream(route.upstream, f"{base}.upstream", upstreams, c)
     return replace(route, name=route.name or route.path_prefix or route.path or "")
+
+
+def _check_unreachable_routes(routes: tuple[RoutePolicy, ...], c: Collector) -> None:
+    """A route an earlier one always takes first (same path or prefix, or a covering prefix)."""
+    for j, later in enumerate(routes):
+        key = "path" if later.path is not None else "path_prefix"
+        target = later.path if later.path is not None else later.path_prefix
+        where = f"routes[{j}].{key}"
+        if target is None or not c.ok(where, f"routes[{j}].path", f"routes[{j}].path_prefix"):
+            continue
+        for i, earlier in enumerate(routes[:j]):
+            if not c.ok(f"routes[{i}]"):
+                continue
+            covering = earlier.path_prefix is not None and target.startswith(earlier.path_prefix)
+            same = earlier.path is not None and later.path == earlier.path
+            if covering or same:
+                shown_path = earlier.path_prefix if covering else earlier.path
+                c.add(
+                    c.at(where),
+                    where,
+                    f"never matches: routes[{i}] ({shown_path}) comes first",
+                )
+                break
 
 
 def _known_upstream(

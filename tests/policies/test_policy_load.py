@@ -266,6 +266,7 @@ rate_limits:
     )
     assert errors(text) == [
         "p.yaml:5:5: routes[1].name: duplicate route name '/' (also routes[0])",
+        "p.yaml:5:13: routes[1].path: never matches: routes[0] (/) comes first",
         "p.yaml:9:15: rate_limits.endpoints[1].name: duplicate rule name 'login' "
         "(also rate_limits.endpoints[0])",
     ]
