@@ -72,6 +72,8 @@ The sidecar reads one YAML file, `policies.yaml` by default. Check a file with
   readiness, metrics and the admin API are served there only.
 - `websocket.paths` and `alerts.ingest_path` (when enabled) differ from each other and, on a
   shared port, from the own endpoints' paths.
+- A route that can never match (an earlier route has the same `path` or `path_prefix`, or
+  an earlier `path_prefix` covers it) is an error.
 
 ## Environment
 

@@ -165,7 +165,7 @@ class KeySource:
     async def _refresh_loop(self) -> None:
         retry = FIRST_RETRY
         while True:
-            await self._fetch()
+            await asyncio.shield(self._fetch())  # shared with requests waiting for it
             jwt = self._jwt
             if jwt is None:
                 return

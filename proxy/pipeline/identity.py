@@ -38,7 +38,8 @@ async def identify_settled(head: RequestHead, runtime: Runtime) -> Identity:
     try:
         return identify(head, runtime)
     except KeysRefreshing as pending:
-        await asyncio.shield(pending.waiter)
+        # `wait` neither raises the refresh's failure nor cancels it if this request goes.
+        await asyncio.wait((pending.waiter,))
     try:
         return identify(head, runtime)
     except KeysRefreshing as again:  # yet another refresh: the token had its chance
