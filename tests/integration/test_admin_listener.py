@@ -163,3 +163,26 @@ async def test_settable_hub_paths(upstream, sidecar_factory) -> None:
         # The default paths are nobody's now: they reach the upstream.
         async with http.post(f"{sidecar.url}/api/v1/events", json=event) as resp:
             assert (await resp.json())["target"] == "/api/v1/events"
+
+
+async def test_the_console_and_its_alerts_socket_on_the_admin_port(
+    upstream, with_admin_port
+) -> None:
+    ports = with_admin_port(upstream.url)
+    admin_ws = ports.admin.replace("http://", "ws://")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{ports.admin}/console") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/html")
+        async with http.get(f"{ports.data}/console") as resp:  # the app's path there
+            assert (await resp.json())["target"] == "/console"
+        async with http.ws_connect(f"{admin_ws}/api/v1/ws/alerts") as ws:
+            assert (await ws.receive_json(timeout=5))["channel"] == "alerts"
+            event = {
+                "type": "alert", "alert_type": "t", "severity": "critical",
+                "title": "From the app", "message": "M",
+            }  # fmt: skip
+            headers = {"Authorization": "Bearer test-events-token-0123456789"}
+            async with http.post(f"{ports.data}/api/v1/events", json=event, headers=headers) as r:
+                assert r.status == 202
+            assert (await ws.receive_json(timeout=5))["title"] == "From the app"
