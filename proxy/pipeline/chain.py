@@ -105,12 +105,11 @@ class Pipeline:
             if limiter.has_rules:
                 checks = limiter.checks(identity, client_ip, path, head.method)
                 if checks:
-                    decision = limiter.store.decide_now(checks)
+                    pending = PendingDecision(self, conn, head, route, identity, forwarded_for)
+                    decision = limiter.store.decide(checks, pending.decided)
                     if decision is None:
                         # The store answers later (Redis): the decision's callback goes on.
-                        pending = PendingDecision(self, conn, head, route, identity, forwarded_for)
                         conn.active = pending
-                        limiter.store.decide_then(checks, pending.decided)
                         return True
                     limits = limiter.verdict(decision)
             self._forward(conn, head, route, identity, forwarded_for, limits)

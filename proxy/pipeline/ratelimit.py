@@ -17,7 +17,7 @@ from policies.model import EndpointLimitPolicy, RateLimitsPolicy
 from proxy.core.identity import Identity
 from proxy.core.window import Decision, LimitCheck, RuleResult, most_restrictive
 from proxy.errors import RateLimited, retry_after_value
-from proxy.storage.base import LimitStore
+from proxy.storage.base import LimitStore, await_decision
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
@@ -89,7 +89,7 @@ class RateLimiter:
         checks = self.checks(identity, client_ip, path, method)
         if not checks:
             return b""
-        return self.verdict(await self.store.decide(checks))
+        return self.verdict(await await_decision(self.store, checks))
 
     def verdict(self, decision: Decision) -> bytes:
         """Count the decision; its header lines to send, or RateLimited (429) carrying them."""

@@ -31,6 +31,7 @@ __all__ = [
     "RuleResult",
     "StoreUnavailable",
     "Usage",
+    "await_decision",
     "resolve_once",
 ]
 
@@ -74,20 +75,14 @@ DecisionDone = Callable[[Decision | Exception], None]
 
 
 class LimitStore(Protocol):
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        """Check one request against every rule; record it in all of them only if all admit."""
-        ...
+    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
+        """Check one request against every rule; record it in all of them only if all admit.
 
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-        """`decide` by callback: `done` runs exactly once (maybe before this returns) with
-        the decision or the exception, which is never raised here. The request path's way
-        to a store that answers later: no task, no future per request."""
-        ...
-
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        """`decide` without waiting, when this store can (memory); None: await `decide`.
-
-        None has no side effect: nothing was checked or recorded.
+        The one calling convention, made for the request path: the decision is returned
+        when the store knows it now (memory: no callback, no allocation), and `later` is
+        then never called. Otherwise None is returned and `later` runs exactly once, after
+        this returns, with the decision or the exception (never raised here). No task and
+        no future per request; `await_decision()` below awaits it where that is simpler.
         """
         ...
 
@@ -107,6 +102,18 @@ class LimitStore(Protocol):
 
 
 T = TypeVar("T")
+
+
+async def await_decision(store: LimitStore, checks: Sequence[LimitCheck]) -> Decision:
+    """Await `store.decide` (for callers off the hot path and tests); raises what it heard."""
+    future: asyncio.Future[Decision | Exception] = asyncio.get_running_loop().create_future()
+    now = store.decide(checks, resolve_once(future))
+    if now is not None:
+        return now
+    result = await future
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def resolve_once(future: asyncio.Future[T]) -> Callable[[T], None]:

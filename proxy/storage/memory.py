@@ -213,13 +213,8 @@ class MemoryStore:
         """(rule, key) windows held now, for tests and the memory bound."""
         return len(self._logs)
 
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        return self.decide_now(checks)
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-        done(self.decide_now(checks))
-
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision:
+    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision:
+        """Always known now: `later` is never called."""
         if not checks:
             return ADMIT_ALL
         now = self._clock.monotonic()

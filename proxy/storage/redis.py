@@ -221,22 +221,10 @@ class RedisStore:
     def from_policy(cls, policy: StoragePolicy, *, prefix: str = DEFAULT_PREFIX) -> RedisStore:
         return cls.from_url(policy.redis_url, timeout=policy.timeout, prefix=prefix)
 
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        """Never: every decision is a round trip to Redis."""
-        return None
-
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        future: asyncio.Future[Decision | Exception] = asyncio.get_running_loop().create_future()
-        self.decide_then(checks, resolve_once(future))
-        result = await future
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
+        """Known now only without checks; otherwise `later` hears the batch's answer."""
         if not checks:
-            done(ADMIT_ALL)
-            return
+            return ADMIT_ALL
         prefix = self._window_prefix
         keys = [self._seq_key]
         argv = []
@@ -244,7 +232,8 @@ class RedisStore:
             keys.append(utf8(f"{prefix}{check.rule}:{check.key}"))
             argv.append(self._rule_argv(check))
         payload = SLIDING_WINDOW.call(keys, b"".join(argv), 3 * len(checks))
-        self._submit(_Call(SLIDING_WINDOW, payload, _DecisionReply(checks, done)))
+        self._submit(_Call(SLIDING_WINDOW, payload, _DecisionReply(checks, later)))
+        return None
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         """Counted into the next batch of decisions (or sent within `USAGE_DELAY_S` when no
