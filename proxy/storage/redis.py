@@ -82,6 +82,20 @@ def decision_from_reply(checks: Sequence[LimitCheck], reply: bytes) -> Decision:
     return conclude(list(checks), counts, oldest, fields[0] == b"1", int(fields[1]) / MICROS)
 
 
+def rule_args(check: LimitCheck) -> list[bytes]:
+    """The script's arguments for one rule: limit, window in microseconds, shadow."""
+    window_us = round(check.window_s * MICROS)
+    return [b"%d" % check.limit, b"%d" % window_us, b"1" if check.shadow else b"0"]
+
+
+def window_keys(prefix: str, checks: Sequence[LimitCheck]) -> list[bytes]:
+    """The script's keys for one decision: the member counter, then one set per check."""
+    keys = [utf8(f"{prefix}seq")]
+    for check in checks:
+        keys.append(utf8(f"{prefix}w:{check.rule}:{check.key}"))
+    return keys
+
+
 def single_server_client(url: str, *, timeout: float) -> Redis:
     """A client that never retries on its own; every wait is bounded by `timeout`.
 
@@ -103,18 +117,16 @@ class RedisStore:
     __slots__ = (
         "_argv",
         "_client",
-        "_seq_key",
+        "_prefix",
         "_usage",
         "_usage_prefix",
         "_usage_timer",
-        "_window_prefix",
     )
 
     def __init__(self, client: BatchingClient, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         client.extra_calls = self._usage_calls
-        self._seq_key = utf8(f"{prefix}seq")
-        self._window_prefix = f"{prefix}w:"
+        self._prefix = prefix
         self._usage_prefix = f"{prefix}u:"
         self._argv: dict[tuple[int, float, bool], bytes] = {}
         self._usage: dict[tuple[str, str, float], int] = {}
@@ -134,12 +146,8 @@ class RedisStore:
         """Known now only without checks; otherwise `later` hears the batch's answer."""
         if not checks:
             return ADMIT_ALL
-        prefix = self._window_prefix
-        keys = [self._seq_key]
-        argv = []
-        for check in checks:
-            keys.append(utf8(f"{prefix}{check.rule}:{check.key}"))
-            argv.append(self._rule_argv(check))
+        keys = window_keys(self._prefix, checks)
+        argv = [self._rule_argv(check) for check in checks]
         payload = SLIDING_WINDOW.call(keys, b"".join(argv), 3 * len(checks))
         self._client.submit(ScriptCall(SLIDING_WINDOW, payload, _DecisionReply(checks, later)))
         return None
@@ -205,8 +213,6 @@ class RedisStore:
         config = (check.limit, check.window_s, check.shadow)
         encoded = self._argv.get(config)
         if encoded is None:
-            window_us = round(check.window_s * MICROS)
-            shadow = b"1" if check.shadow else b"0"
-            encoded = bulks(b"%d" % check.limit, b"%d" % window_us, shadow)
+            encoded = bulks(*rule_args(check))
             self._argv[config] = encoded
         return encoded

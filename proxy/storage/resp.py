@@ -25,4 +25,3 @@ def bulks(*parts: bytes) -> bytes:
 def command(*parts: bytes) -> bytes:
     """One RESP command."""
     return b"*%d\r\n%s" % (len(parts), bulks(*parts))
-
