@@ -66,8 +66,6 @@ def test_sentinels_and_their_master_go_together() -> None:
 
 def test_every_node_is_host_and_port() -> None:
     assert errors('  redis_cluster_nodes: ["127.0.0.1:7000", "127.0.0.1", "bad host:1"]\n') == [
-        "p.yaml:7:43: storage.redis_cluster_nodes[1]: '127.0.0.1' is not HOST:PORT "
-        "(port 1-65535)",
-        "p.yaml:7:56: storage.redis_cluster_nodes[2]: 'bad host' is not an IP address or "
-        "host name",
+        "p.yaml:7:43: storage.redis_cluster_nodes[1]: '127.0.0.1' is not HOST:PORT (port 1-65535)",
+        "p.yaml:7:56: storage.redis_cluster_nodes[2]: 'bad host' is not an IP address or host name",
     ]
