@@ -38,6 +38,7 @@ from proxy.reload import PolicyWatcher
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 
 log = logging.getLogger("proxy.app")
 
@@ -107,7 +108,8 @@ class Sidecar:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,

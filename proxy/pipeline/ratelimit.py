@@ -77,11 +77,13 @@ class RateLimiter:
         checks = []
         role = self._roles.get(identity.role)
         if role is not None:
-            checks.append(LimitCheck(role[0], subject, role[1], role[2], role[3]))
+            checks.append(LimitCheck(role[0], subject, role[1], role[2], role[3], subject))
         for rule in self._endpoints:
             if rule.applies(path, method):
                 key = client_ip if rule.by_ip else subject
-                checks.append(LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow))
+                checks.append(
+                    LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow, subject)
+                )
         return checks
 
     async def check(self, identity: Identity, client_ip: str, path: bytes, method: bytes) -> bytes:

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.storage.base import StoreUnavailable, resolve_once
-from proxy.storage.resp import bulk, command
+from proxy.storage.resp import bulk, command, command_parts
 
 log = logging.getLogger("proxy.storage")
 
@@ -88,12 +87,14 @@ def unavailable(cause: BaseException) -> StoreUnavailable:
 
 
 class BatchingClient:
-    """Script calls batched per event-loop turn on a redis-py connection pool."""
+    """Script calls batched per event-loop turn on one server's redis-py connection pool
+    (a `Redis`, or the one Sentinel's `master_for` gives)."""
 
     __slots__ = ("_batches", "_client", "_pending", "_scripts", "_timeout", "extra_calls")
 
-    def __init__(self, client: Redis, *, timeout: float, scripts: Sequence[LuaScript]) -> None:
+    def __init__(self, client: Any, *, timeout: float, scripts: Sequence[LuaScript]) -> None:
         self._client = client
+        """A redis-py client: `Redis`, or `RedisCluster` for `ClusterBatchingClient`."""
         self._timeout = timeout
         self._scripts = tuple(scripts)
         """The registry: every script loaded again after a NOSCRIPT."""
@@ -204,6 +205,42 @@ class BatchingClient:
             return replies
         finally:
             await pool.release(connection)
+
+
+class ClusterBatchingClient(BatchingClient):
+    """The same batches on a Redis Cluster: redis-py's cluster pipeline splits each batch
+    per node (by the slot of its keys) and follows MOVED/ASK during slot migrations.
+
+    Calls are handed over as arguments (the cluster client routes by key), not as bytes;
+    fire-and-forget calls are sent like the others and their replies dropped.
+    """
+
+    async def _execute(self, batch: list[ScriptCall], awaited: list[ScriptCall]) -> list[Any]:
+        """As on one server; here every call's reply is read, so a fire-and-forget call
+        that met a NOSCRIPT is sent again too."""
+        replies = await self._pipeline(batch)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            for script in self._scripts:
+                await self._client.script_load(script.text)  # on every primary
+            again = await self._pipeline([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        pairs = zip(batch, replies, strict=True)
+        return [reply for call, reply in pairs if call.on_reply is not None]
+
+    async def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+        """Replies in order; a lost node fails the whole batch, as one server's outage
+        does (its callers fall back together, and it counts as one failure)."""
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            name, sha, numkeys, *rest = command_parts(call.payload)
+            pipe.execute_command(name.decode(), sha.decode(), int(numkeys), *rest)
+        replies = list(await pipe.execute(raise_on_error=False))
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
 
 def settle(batch: list[ScriptCall], replies: Iterable[Any]) -> None:

@@ -10,6 +10,12 @@ Keys (prefix `rl:` by default): `rl:w:RULE:KEY` a sorted set of admitted request
 and key, expiring one window after its last admission; `rl:seq` the counter that makes
 their members unique; `rl:u:USER` the user's usage window and `rl:u:USER:SLICE` hashes of
 path -> count, expiring with the window (see base.py for usage).
+
+In a Redis Cluster a script may only touch keys of one slot, so the keys of one decision
+share the hash tag of the request's identity (`LimitCheck.tag`: user id, or client IP):
+`rl:{i:TAG}:seq` (a counter per identity) and `rl:{i:TAG}:w:RULE:KEY`, and a user's usage
+keys share `rl:u:{u:USER}`. The price: a rule keyed by IP counts a signed-in user's
+requests per (user, IP) there, not per IP (anonymous requests are keyed by IP throughout).
 """
 
 from __future__ import annotations
@@ -17,10 +23,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from policies.model import StoragePolicy
 from proxy.core.window import ADMIT_ALL, conclude
@@ -33,7 +35,8 @@ from proxy.storage.base import (
     LimitCheck,
     Usage,
 )
-from proxy.storage.batching import BatchingClient, LuaScript, ScriptCall
+from proxy.storage.batching import BatchingClient, ClusterBatchingClient, LuaScript, ScriptCall
+from proxy.storage.connect import RedisTarget
 from proxy.storage.resp import bulk, bulks, utf8
 
 DEFAULT_PREFIX = "rl:"
@@ -88,27 +91,16 @@ def rule_args(check: LimitCheck) -> list[bytes]:
     return [b"%d" % check.limit, b"%d" % window_us, b"1" if check.shadow else b"0"]
 
 
-def window_keys(prefix: str, checks: Sequence[LimitCheck]) -> list[bytes]:
-    """The script's keys for one decision: the member counter, then one set per check."""
+def window_keys(prefix: str, checks: Sequence[LimitCheck], tagged: bool = False) -> list[bytes]:
+    """The script's keys for one decision: the member counter, then one set per check;
+    `tagged` (Redis Cluster): all with the identity's hash tag."""
+    if tagged:
+        first = checks[0]
+        prefix = f"{prefix}{{i:{first.tag or first.key}}}:"
     keys = [utf8(f"{prefix}seq")]
     for check in checks:
         keys.append(utf8(f"{prefix}w:{check.rule}:{check.key}"))
     return keys
-
-
-def single_server_client(url: str, *, timeout: float) -> Redis:
-    """A client that never retries on its own; every wait is bounded by `timeout`.
-
-    No socket read timeout: redis-py would arm one per reply, and each batch's own
-    `asyncio.timeout` already bounds the whole exchange.
-    """
-    return Redis.from_url(
-        url,
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        driver_info=None,
-    )
 
 
 class RedisStore:
@@ -118,15 +110,20 @@ class RedisStore:
         "_argv",
         "_client",
         "_prefix",
+        "_tagged",
         "_usage",
         "_usage_prefix",
         "_usage_timer",
     )
 
-    def __init__(self, client: BatchingClient, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: BatchingClient, *, prefix: str = DEFAULT_PREFIX, tagged: bool = False
+    ) -> None:
         self._client = client
         client.extra_calls = self._usage_calls
         self._prefix = prefix
+        self._tagged = tagged
+        """Keys carry hash tags (a Redis Cluster)."""
         self._usage_prefix = f"{prefix}u:"
         self._argv: dict[tuple[int, float, bool], bytes] = {}
         self._usage: dict[tuple[str, str, float], int] = {}
@@ -134,19 +131,30 @@ class RedisStore:
         self._usage_timer: asyncio.TimerHandle | None = None
 
     @classmethod
+    def connect(
+        cls, target: RedisTarget, *, timeout: float, prefix: str = DEFAULT_PREFIX
+    ) -> RedisStore:
+        """No socket read timeout: redis-py would arm one per reply, and each batch's own
+        `asyncio.timeout` already bounds the whole exchange."""
+        redis = target.client(connect_timeout=timeout, read_timeout=None)
+        kind = ClusterBatchingClient if target.cluster else BatchingClient
+        client = kind(redis, timeout=timeout, scripts=SCRIPTS)
+        return cls(client, prefix=prefix, tagged=target.cluster)
+
+    @classmethod
     def from_url(cls, url: str, *, timeout: float, prefix: str = DEFAULT_PREFIX) -> RedisStore:
-        client = single_server_client(url, timeout=timeout)
-        return cls(BatchingClient(client, timeout=timeout, scripts=SCRIPTS), prefix=prefix)
+        return cls.connect(RedisTarget(url), timeout=timeout, prefix=prefix)
 
     @classmethod
     def from_policy(cls, policy: StoragePolicy, *, prefix: str = DEFAULT_PREFIX) -> RedisStore:
-        return cls.from_url(policy.redis_url, timeout=policy.timeout, prefix=prefix)
+        target = RedisTarget.from_policy(policy)
+        return cls.connect(target, timeout=policy.timeout, prefix=prefix)
 
     def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
         """Known now only without checks; otherwise `later` hears the batch's answer."""
         if not checks:
             return ADMIT_ALL
-        keys = window_keys(self._prefix, checks)
+        keys = window_keys(self._prefix, checks, self._tagged)
         argv = [self._rule_argv(check) for check in checks]
         payload = SLIDING_WINDOW.call(keys, b"".join(argv), 3 * len(checks))
         self._client.submit(ScriptCall(SLIDING_WINDOW, payload, _DecisionReply(checks, later)))
@@ -184,12 +192,12 @@ class RedisStore:
                 OTHER_PATHS.encode(),
                 b"%d" % count,
             )
-            payload = USAGE_RECORD.call((utf8(f"{self._usage_prefix}{user_id}"),), argv, 6)
+            payload = USAGE_RECORD.call((self._usage_key(user_id),), argv, 6)
             calls.append(ScriptCall(USAGE_RECORD, payload, None))
         return calls
 
     async def usage(self, user_id: str) -> Usage:
-        key = utf8(f"{self._usage_prefix}{user_id}")
+        key = self._usage_key(user_id)
         payload = USAGE_SNAPSHOT.call((key,), bulk(b"%d" % USAGE_BUCKETS), 1)
         reply = await self._client.call(USAGE_SNAPSHOT, payload)
         counts: dict[str, int] = {}
@@ -207,6 +215,12 @@ class RedisStore:
             self._usage_timer.cancel()
             self._usage_due()
         await self._client.close()
+
+    def _usage_key(self, user_id: str) -> bytes:
+        """In a cluster, tagged: the script reads the user's slices next to it (one slot)."""
+        if self._tagged:
+            return utf8(f"{self._usage_prefix}{{u:{user_id}}}")
+        return utf8(f"{self._usage_prefix}{user_id}")
 
     def _rule_argv(self, check: LimitCheck) -> bytes:
         """limit, window in microseconds, shadow: encoded once per rule configuration."""

@@ -1,7 +1,8 @@
 """The `LimitStore` contract, run against every store the pipeline can be given.
 
-memory, Redis (a real redis-server), and the fallback store twice: with Redis up (Redis
-decides) and with the breaker open (its memory fallback decides). Each case gets a fresh
+memory, Redis (a real redis-server), Redis Cluster (three real masters), and the fallback
+store twice: with Redis up (Redis decides) and with the breaker open (its memory fallback
+decides). Each case gets a fresh
 store; `pass_time` lets a window elapse (the fake clock's, or real seconds for Redis).
 """
 
@@ -17,11 +18,12 @@ from policies.model import StoragePolicy
 from proxy.clock import FakeClock
 from proxy.core.breaker import CircuitBreaker
 from proxy.storage.base import Decision, LimitCheck, LimitStore, Usage, await_decision
+from proxy.storage.connect import RedisTarget
 from proxy.storage.fallback import FallbackStore
 from proxy.storage.memory import MemoryStore
 from proxy.storage.redis import RedisStore
 
-STORES = ("memory", "redis", "fallback-redis", "fallback-memory")
+STORES = ("memory", "redis", "redis-cluster", "fallback-redis", "fallback-memory")
 
 
 @dataclass
@@ -48,6 +50,13 @@ async def subject(request: pytest.FixtureRequest) -> AsyncIterator[Subject]:
 
     if kind == "memory":
         yield Subject(MemoryStore(clock), advance)
+        return
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        target = RedisTarget("", tuple(cluster.addresses))
+        store = RedisStore.connect(target, timeout=2.0)
+        yield Subject(store, _sleep)
+        await store.close()
         return
     redis_url = request.getfixturevalue("redis_url")
     redis = RedisStore.from_url(redis_url, timeout=2.0)
