@@ -18,6 +18,7 @@ fi
 missing=()
 if [ "${1:-}" = "--with-system" ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)  # redis-cli --cluster create
 fi
 command -v cc >/dev/null || missing+=(gcc)
 include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -17,10 +17,21 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from policies.model import StoragePolicy
+
+
+class SentinelMaster(Redis):
+    """The master's client; closing it closes the connections to the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -69,5 +80,6 @@ class RedisTarget:
                     "socket_connect_timeout": connect_timeout,
                 },
             )
-            return sentinel.master_for(self.sentinel_master or "", **options)
+            name = self.sentinel_master or ""
+            return sentinel.master_for(name, redis_class=SentinelMaster, **options)
         return Redis.from_url(self.url, driver_info=None, **options)
