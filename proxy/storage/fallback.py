@@ -119,7 +119,9 @@ class FallbackStore:
         self.fallback_active = False
         self._last_cause: BaseException | None = None
 
-    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
         """Known now while the breaker rejects (`on_failure` answers); else the primary's
         answer, which `later` hears as a decision, never as an exception: a failure of the
         primary means `on_failure`.
@@ -133,9 +135,8 @@ class FallbackStore:
         if not permit.allowed:
             return self._degraded(checks)
         start = self._clock.monotonic()
-        now = self._primary.decide(
-            checks, lambda result: later(self._answered(checks, permit, start, result))
-        )
+        asked = _Asked(self, checks, permit, start, later, context)
+        now = self._primary.decide(checks, _primary_answered, asked)
         return None if now is None else self._answered(checks, permit, start, now)
 
     def _answered(
@@ -186,7 +187,7 @@ class FallbackStore:
             self._set_active(True)
         mode = self._on_failure
         if mode == "memory":
-            return self._memory.decide(checks, _never_later)
+            return self._memory.decide(checks, _never_later, None)
         if mode == "allow":
             return admit_all(checks)
         return refuse_all(checks)
@@ -197,5 +198,32 @@ class FallbackStore:
             self._on_change(active)
 
 
-def _never_later(result: Decision | Exception) -> None:
+class _Asked:
+    """A decision the primary answers later, and who waits for it."""
+
+    __slots__ = ("checks", "context", "later", "permit", "start", "store")
+
+    def __init__(
+        self,
+        store: FallbackStore,
+        checks: Sequence[LimitCheck],
+        permit: Permit,
+        start: float,
+        later: DecisionDone,
+        context: Any,
+    ) -> None:
+        self.store = store
+        self.checks = checks
+        self.permit = permit
+        self.start = start
+        self.later = later
+        self.context = context
+
+
+def _primary_answered(asked: _Asked, result: Decision | Exception) -> None:
+    decision = asked.store._answered(asked.checks, asked.permit, asked.start, result)
+    asked.later(asked.context, decision)
+
+
+def _never_later(context: Any, result: Decision | Exception) -> None:
     """The memory store decides at once and never calls its continuation."""

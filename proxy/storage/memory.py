@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.core.window import ADMIT_ALL, SlidingLog, decide
@@ -213,7 +213,7 @@ class MemoryStore:
         """(rule, key) windows held now, for tests and the memory bound."""
         return len(self._logs)
 
-    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision:
+    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any) -> Decision:
         """Always known now: `later` is never called."""
         if not checks:
             return ADMIT_ALL

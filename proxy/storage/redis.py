@@ -54,22 +54,23 @@ SCRIPTS = (SLIDING_WINDOW, USAGE_RECORD, USAGE_SNAPSHOT)
 class _DecisionReply:
     """Turns a decision call's reply into the `Decision` its caller waits for."""
 
-    __slots__ = ("checks", "done")
+    __slots__ = ("checks", "context", "done")
 
-    def __init__(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
+    def __init__(self, checks: Sequence[LimitCheck], done: DecisionDone, context: Any) -> None:
         self.checks = checks
         self.done = done
+        self.context = context
 
     def __call__(self, reply: Any) -> None:
         if isinstance(reply, Exception):
-            self.done(reply)
+            self.done(self.context, reply)
             return
         try:
             decision = decision_from_reply(self.checks, reply)
         except Exception as exc:  # a reply the script never gives: not Redis being down
-            self.done(exc)
+            self.done(self.context, exc)
             return
-        self.done(decision)
+        self.done(self.context, decision)
 
 
 def decision_from_reply(checks: Sequence[LimitCheck], reply: bytes) -> Decision:
@@ -150,14 +151,18 @@ class RedisStore:
         target = RedisTarget.from_policy(policy)
         return cls.connect(target, timeout=policy.timeout, prefix=prefix)
 
-    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
         """Known now only without checks; otherwise `later` hears the batch's answer."""
         if not checks:
             return ADMIT_ALL
         keys = window_keys(self._prefix, checks, self._tagged)
         argv = [self._rule_argv(check) for check in checks]
         payload = SLIDING_WINDOW.call(keys, b"".join(argv), 3 * len(checks))
-        self._client.submit(ScriptCall(SLIDING_WINDOW, payload, _DecisionReply(checks, later)))
+        self._client.submit(
+            ScriptCall(SLIDING_WINDOW, payload, _DecisionReply(checks, later, context))
+        )
         return None
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -77,13 +77,15 @@ class BrokenStore:
         self.broken = True
         self.calls = 0
 
-    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> Decision | None:
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
         """Broken: fails later, as Redis does; working: answers now, as memory does."""
         self.calls += 1
         if self.broken:
-            asyncio.get_running_loop().call_soon(later, self.error)
+            asyncio.get_running_loop().call_soon(later, context, self.error)
             return None
-        return self.memory.decide(checks, later)
+        return self.memory.decide(checks, later, context)
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         self.memory.record_usage(user_id, path, window_s)
@@ -98,6 +100,11 @@ class BrokenStore:
 
     async def close(self) -> None:
         await self.memory.close()
+
+
+def hear(heard: list[Decision | Exception], result: Decision | Exception) -> None:
+    """A continuation that keeps what it hears in its context, a list."""
+    heard.append(result)
 
 
 def check(limit: int = 4, key: str = "u1", shadow: bool = False) -> LimitCheck:
@@ -222,8 +229,8 @@ async def test_a_waiter_that_gives_up_leaves_the_permit_to_the_answer():
     class Late(BrokenStore):
         """Answers when told to, as Redis does after the waiter may have gone."""
 
-        def decide(self, checks: Sequence[LimitCheck], later: DecisionDone) -> None:
-            self.later = lambda: later(self.error)
+        def decide(self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any) -> None:
+            self.later = lambda: later(context, self.error)
 
     primary = Late(FakeClock(), StoreUnavailable("down"))
     store, breaker, _, _ = make(primary)
@@ -240,7 +247,7 @@ async def test_a_waiter_that_gives_up_leaves_the_permit_to_the_answer():
 async def test_a_failure_reaches_the_continuation_as_a_decision():
     store, _, _, _ = make(BrokenStore(FakeClock(), StoreUnavailable("down")))
     heard: list[Decision | Exception] = []
-    assert store.decide([check()], heard.append) is None
+    assert store.decide([check()], hear, heard) is None
     await asyncio.sleep(0)
     assert len(heard) == 1 and isinstance(heard[0], Decision) and store.fallback_active
 
@@ -249,7 +256,7 @@ async def test_decisions_are_known_now_while_the_breaker_rejects():
     store, breaker, clock, _ = make(BrokenStore(FakeClock(), StoreUnavailable("down")))
     breaker.state, breaker.opened_at = "open", clock.monotonic()
     heard: list[Decision | Exception] = []
-    decision = store.decide([check()], heard.append)
+    decision = store.decide([check()], hear, heard)
     assert decision is not None and decision.allowed and store.fallback_active
     await asyncio.sleep(0)
     assert heard == []

@@ -80,6 +80,11 @@ def check(
     return LimitCheck(rule, key, limit, window_s)
 
 
+def hear(heard: list[Decision | Exception], result: Decision | Exception) -> None:
+    """A continuation that keeps what it hears in its context, a list."""
+    heard.append(result)
+
+
 async def decide(subject: Subject, *checks: LimitCheck) -> Decision:
     return await await_decision(subject.store, list(checks))
 
@@ -129,8 +134,8 @@ async def test_the_window_slides(subject: Subject):
 
 
 async def test_no_checks_are_admitted_at_once(subject: Subject):
-    heard: list[object] = []
-    decision = subject.store.decide([], heard.append)
+    heard: list[Decision | Exception] = []
+    decision = subject.store.decide([], hear, heard)
     assert decision is not None and decision.allowed and decision.results == ()
     await asyncio.sleep(0)
     assert heard == []
@@ -138,7 +143,7 @@ async def test_no_checks_are_admitted_at_once(subject: Subject):
 
 async def test_the_continuation_runs_once_and_only_without_an_answer_now(subject: Subject):
     heard: list[Decision | Exception] = []
-    now = subject.store.decide([check()], heard.append)
+    now = subject.store.decide([check()], hear, heard)
     for _ in range(100):  # a bounded poll: Redis answers within a few loop turns
         if now is not None or heard:
             break

@@ -42,7 +42,7 @@ steps = st.lists(
 _runs = itertools.count()
 
 
-def _never(result: Decision | Exception) -> None:
+def _never(context: None, result: Decision | Exception) -> None:
     raise AssertionError("the memory store answers at once")
 
 
@@ -63,7 +63,7 @@ def test_memory_and_lua_agree(raw: Redis, rules: list[tuple[int, int, bool]], st
             LimitCheck(f"r{i}", f"run{run}", rules[i][0], float(rules[i][1]), rules[i][2])
             for i in picked
         ]
-        expected = memory.decide(checks, _never)
+        expected = memory.decide(checks, _never, None)
         keys = window_keys("eq:", checks)
         args = [arg for check in checks for arg in rule_args(check)]
         reply = raw.eval(SLIDING_WINDOW.text, len(keys), *keys, *args, now * MICROS)
