@@ -1,9 +1,11 @@
 """Sidecar processes sharing a real 3-master Redis Cluster: limits stay exact (no
-over-admission) for identities spread over every master, and `/readyz` is not degraded."""
+over-admission) for identities spread over every master, and `/readyz` is not degraded; a
+node killed under load costs no 5xx (fallback, degraded) and limits are exact after."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -59,3 +61,49 @@ async def test_replicas_on_a_cluster_admit_exactly_the_limit(
     finally:
         for proc, _ in replicas:
             proc.stop()
+
+
+async def test_a_node_killed_under_load_costs_no_5xx_and_exactness_returns(
+    upstream, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    port = free_port()
+    doc = make_policy(port, upstream.url)
+    doc["storage"] = {
+        "backend": "redis",
+        "redis_cluster_nodes": redis_cluster.addresses,
+        "timeout": "300ms",
+        "circuit_breaker": {"failure_threshold": 2, "recovery_timeout": "500ms"},
+    }
+    doc["rate_limits"]["roles"] = {"viewer": f"{LIMIT}/min", "anonymous": "100000/min"}
+    proc = start_sidecar(write_policy(tmp_path / "policy.yaml", doc), port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def hit(user: str) -> int:
+                async with http.get(f"{url}/echo", headers=bearer(user, "viewer")) as resp:
+                    await resp.read()
+                    return resp.status
+
+            async def degraded() -> list[str]:
+                async with http.get(f"{url}/readyz") as resp:
+                    assert resp.status == 200
+                    return list((await resp.json())["degraded"])
+
+            statuses = list(await asyncio.gather(*(hit(f"load-{i % 12}") for i in range(48))))
+            redis_cluster.nodes[2].kill()
+            for _ in range(4):  # bounded: batches spanning every master, one of them gone
+                batch = [hit(f"load-{i % 12}") for i in range(24)]
+                statuses += await asyncio.gather(*batch)
+            assert await degraded() == ["redis"]
+            redis_cluster.ensure_running()
+            deadline = time.monotonic() + 30
+            while await degraded() and time.monotonic() < deadline:  # bounded poll
+                statuses.append(await hit("probe"))
+                await asyncio.sleep(0.1)
+            assert await degraded() == []
+            assert all(status in (200, 429) for status in statuses), Counter(statuses)
+            after = [await hit("after-recovery") for _ in range(LIMIT + 3)]
+            assert after == [200] * LIMIT + [429] * 3
+    finally:
+        proc.stop()
