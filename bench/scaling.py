@@ -13,6 +13,8 @@ requests per hour; each user sends more than that. Counted per topology:
 - under-admissions: a user admitted fewer than min(limit, sent) (0 unless Redis failed and
   the memory fallback, stricter per replica, decided);
 - other statuses (any 5xx is a failure of the contract);
+- fallbacks: times a replica's decisions went to its memory fallback (a Redis batch slower
+  than `storage.timeout`, 1 s here): the only source of over-admissions by design;
 - decisions/s through the sidecars, and the ratio cluster / one server, in the same run.
 
 Pinning: the replicas, Redis and the upstream (nginx) share core 0, the load generator runs
@@ -65,11 +67,19 @@ def start_replicas(count: int, upstream_port: int, storage: dict[str, object], l
         policy = sidecar_policy(
             port,
             upstream_port,
-            storage={"backend": "redis", "timeout": "1s", **storage},
+            storage={"backend": "redis", "timeout": "1s", "expected_replicas": count, **storage},
             rate_limits={"roles": {"viewer": f"{limit}/60min"}},
         )
         replicas.append((start_sidecar(policy), port))
     return replicas
+
+
+def fallback_count(proc) -> int:  # type: ignore[no-untyped-def]
+    """Times a replica's decisions went to its memory fallback (Redis failed or was slower
+    than storage.timeout): while it lasts a replica admits limit / replicas on its own, so
+    an over-admission can only come from there."""
+    log = Path(proc.args[-1]).parent / "err.log"  # where start_sidecar puts stderr
+    return log.read_text().count("rate-limit store unavailable")
 
 
 async def drive(ports: list[int], keys: list[str], decisions: int, concurrency: int) -> dict:
@@ -113,6 +123,7 @@ def run_topology(
         for proc, _ in replicas:
             proc.terminate()
             proc.wait(10)
+    fallbacks = sum(fallback_count(proc) for proc, _ in replicas)
     admitted, sent = result["admitted"], result["sent"]
     over = sum(max(0, admitted[u] - args.limit) for u in sent)
     under = sum(max(0, min(args.limit, sent[u]) - admitted[u]) for u in sent)
@@ -124,6 +135,7 @@ def run_topology(
         "under_admissions": under,
         "statuses": statuses,
         "server_errors": sum(n for status, n in statuses.items() if status >= 500),
+        "fallbacks": fallbacks,
         "decisions_per_s": round(sum(sent.values()) / result["wall_s"], 1),
     }
 
@@ -174,12 +186,14 @@ def main() -> None:
         return
     print(f"{args.replicas} replicas, {args.users} users, limit {args.limit}/hour each")
     print(
-        f"{'topology':<18} {'decisions':>9} {'over':>5} {'under':>6} {'5xx':>4} {'decisions/s':>12}"
+        f"{'topology':<18} {'decisions':>9} {'over':>5} {'under':>6} {'5xx':>4} "
+        f"{'fallbacks':>9} {'decisions/s':>12}"
     )
     for row in rows:
         print(
             f"{row['topology']:<18} {row['decisions']:>9} {row['over_admissions']:>5} "
-            f"{row['under_admissions']:>6} {row['server_errors']:>4} {row['decisions_per_s']:>12}"
+            f"{row['under_admissions']:>6} {row['server_errors']:>4} {row['fallbacks']:>9} "
+            f"{row['decisions_per_s']:>12}"
         )
     print(f"cluster / one server, decisions/s: {ratio:.2f}x")
 
