@@ -1,7 +1,12 @@
 """The sidecar's own cost per request, without sockets: a figure this VM's noise can't move.
 
-    python bench/hotpath.py [--case plain|identity|memory] [--requests 20000]
+    python bench/hotpath.py [--case plain|identity|memory|access-log|sampled] [--requests N]
     python bench/hotpath.py --case memory --instructions     # needs valgrind
+
+`plain` carries W3C trace context (unsampled, as every request does); `access-log` adds a
+JSON access line per request (written to /dev/null); `sampled` records every request as
+spans for an OTLP exporter (queued; the encoding and the POST happen off the request path
+and are measured by bench/tracing.py).
 
 The real protocol objects (client connection, pipeline, upstream connection) are driven
 in-process: a request's bytes go into the client connection, the upstream's canned answer
@@ -45,7 +50,7 @@ ANSWER = (
     b"Content-Type: application/json\r\nContent-Length: 23\r\nConnection: keep-alive\r\n"
     b'\r\n{"items":[],"total":0}\n'
 )
-CASES = ("plain", "identity", "memory")
+CASES = ("plain", "identity", "memory", "access-log", "sampled")
 WARM_UP = 1000
 """Requests before timing: caches filled, the token verified once."""
 
@@ -57,6 +62,10 @@ def policy(case: str) -> dict[str, object]:
         "upstreams": {"inventory": {"url": "http://127.0.0.1:2"}},
         "routes": [{"name": "inventory", "path_prefix": "/", "upstream": "inventory"}],
     }
+    if case == "access-log":
+        doc["server"] = {"listen": "127.0.0.1:1", "max_in_flight": 2048, "access_log": True}
+    if case == "sampled":
+        doc["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9/v1/traces", "sample_ratio": 1.0}
     if case == "memory":
         doc["rate_limits"] = {
             "roles": {"viewer": HUGE},
@@ -67,7 +76,7 @@ def policy(case: str) -> dict[str, object]:
 
 
 def request(case: str) -> bytes:
-    if case == "plain":
+    if case in ("plain", "access-log", "sampled"):
         return REQUEST
     claims = {"sub": "user-1", "role": "viewer", "exp": int(time.time()) + 3600}
     token = jwt.encode(claims, SECRET, algorithm="HS256").encode()
@@ -104,6 +113,8 @@ async def run(case: str, requests: int, repeats: int) -> list[float]:
         path = Path(folder) / "policy.yaml"
         path.write_text(yaml.safe_dump(policy(case)))
         sidecar = Sidecar(load_policy(str(path)), str(path))
+    devnull = open(os.devnull, "wb")  # noqa: SIM115 - as long as the process
+    sidecar.access_lines.sink = devnull.write
     client = ClientConnection(sidecar.server_state)
     client_transport = FakeTransport(("127.0.0.1", 50000))
     client.connection_made(client_transport)
