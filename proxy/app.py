@@ -44,6 +44,7 @@ from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
 
 log = logging.getLogger("proxy.app")
@@ -148,7 +149,8 @@ class Sidecar:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,
