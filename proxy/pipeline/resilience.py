@@ -41,6 +41,7 @@ from proxy.pipeline.runtime import Runtime
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
+    TlsFailure,
     UpstreamFailure,
 )
 from proxy.upstream.head import ResponseHead
@@ -60,9 +61,11 @@ class ExchangeOwner(Protocol):
     def exchange_gone(self, exchange: Exchange) -> None: ...
 
 
-def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
+def _failure_error(name: str, kind: OutcomeKind, failure: UpstreamFailure) -> ProxyError:
     if kind is TIMEOUT:
         return UpstreamTimeout(f"upstream '{name}' did not answer in time")
+    if isinstance(failure, TlsFailure):
+        return UpstreamUnavailable(f"upstream '{name}' is unavailable: {failure}")
     return UpstreamUnavailable(f"upstream '{name}' is unavailable")
 
 
@@ -169,7 +172,7 @@ class Exchange:
         self.guard.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
         self.metrics.breaker_call(self.name, "failure")
         self.metrics.upstream_attempt(self.name, attempt_label(kind, True))
-        self.last_failure = _failure_error(self.name, kind)
+        self.last_failure = _failure_error(self.name, kind, failure)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
         if sent and not self._safe_to_resend():
             # Reset after sending: the upstream may have acted on it; never resend.

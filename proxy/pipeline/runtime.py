@@ -106,7 +106,7 @@ class State:
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():
             pool = self.pools.get(name)
-            if pool is not None and pool.policy.url == upstream.url:
+            if pool is not None and pool.keeps(upstream):
                 pool.reconfigure(upstream)
             else:
                 if pool is not None:

@@ -12,6 +12,7 @@ whether a retry follows.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -34,6 +35,30 @@ class ConnectFailure(UpstreamFailure):
     """The TCP connection could not be made: the request never left."""
 
     kind = "connect-failure"
+
+
+class TlsFailure(ConnectFailure):
+    """The TLS handshake failed or a certificate was refused: the request never reached the
+    upstream's application. Its text says why (expired, wrong name, unknown CA ...)."""
+
+    kind = "connect-failure"
+
+
+_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
+"""OpenSSL's verify codes for a chain that ends at no trusted CA (issuer unknown, self-signed
+certificate or chain, leaf alone without its issuer)."""
+
+
+def tls_failure(error: ssl.SSLError) -> TlsFailure:
+    """The failure for an `ssl` error, in words an operator acts on."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or "certificate verify failed"
+        if error.verify_code in _UNKNOWN_CA_CODES:
+            reason = f"unknown CA ({reason})"
+    else:
+        reason = str(error.reason or error.strerror or "handshake failed").lower()
+        reason = reason.replace("_", " ")
+    return TlsFailure(f"TLS failed: {reason}")
 
 
 class ResetBeforeResponse(UpstreamFailure):
@@ -139,6 +164,7 @@ class UpstreamConnection:
         "_write_waiter",
         "complete",
         "failure",
+        "fresh",
         "lost",
         "transport",
     )
@@ -164,6 +190,8 @@ class UpstreamConnection:
         self.failure: UpstreamFailure | None = None
         self.complete = False
         self.lost = False
+        self.fresh = True
+        """No response has come on this connection yet."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -173,7 +201,12 @@ class UpstreamConnection:
         self.lost = True
         self._timeouts.unwatch(self)
         if self._listener is not None:
-            self._head_failed(ResetBeforeResponse("upstream closed the connection"))
+            if isinstance(exc, ssl.SSLError) and self.fresh:
+                # Refused in the TLS layer before any answer: with TLS 1.3 a server that
+                # rejects the client's certificate says so only after the handshake.
+                self._head_failed(tls_failure(exc))
+            else:
+                self._head_failed(ResetBeforeResponse("upstream closed the connection"))
         elif not self.complete:
             try:
                 # A close-delimited body ends with the connection.
@@ -235,6 +268,7 @@ class UpstreamConnection:
             self._head_start = end + 2
             return  # 1xx: informational, the real answer follows
         head.read_headers(raw[start:end])
+        self.fresh = False
         self._head_raw = b""
         self._head_start = 0
         self._timeouts.unwatch(self)
