@@ -117,7 +117,7 @@ class Exchange:
         """Rendered header lines every answer to the client carries (the rate limits)."""
         proto = head.forwarded_proto
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
-            proto = b"http"
+            proto = client.state.scheme
         target = route.upstream_target(head.target) if route.strip_prefix else None
         self.head_bytes = upstream_head(
             head, target or route.base + head.target, forwarded_for, proto, identity_headers
