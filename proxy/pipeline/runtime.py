@@ -111,11 +111,14 @@ class State:
             else:
                 if pool is not None:
                     pool.close()
-                self.pools[name] = UpstreamPool(upstream)
+                self.pools[name] = UpstreamPool(upstream, self._body_timed_out)
         for name in list(self.pools):
             if name not in policy.upstreams:
                 self.pools.pop(name).close()
         return dict(self.pools)
+
+    def _body_timed_out(self, upstream: str) -> None:
+        self.metrics.upstream_attempt(upstream, "timeout")
 
     def on_transition(self, event: BreakerTransition) -> None:
         self.metrics.breaker_transition(event)

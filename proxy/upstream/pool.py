@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
 from policies.model import UpstreamPolicy
 from policies.tls_files import client_context
 from proxy.upstream.connection import (
+    BodyTimeouts,
     ConnectFailure,
     HeadTimeouts,
     UpstreamConnection,
@@ -33,6 +35,7 @@ class UpstreamPool:
 
     __slots__ = (
         "_idle",
+        "bodies",
         "host",
         "host_header",
         "in_flight",
@@ -43,7 +46,10 @@ class UpstreamPool:
         "timeouts",
     )
 
-    def __init__(self, policy: UpstreamPolicy) -> None:
+    def __init__(
+        self, policy: UpstreamPolicy, on_body_timeout: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_body_timeout` hears the upstream's name when a body is cut for its silence."""
         self.policy = policy
         parts = urlsplit(policy.url)
         self.host = parts.hostname or "127.0.0.1"
@@ -60,6 +66,7 @@ class UpstreamPool:
         self._idle: list[UpstreamConnection] = []
         self.in_flight = 0
         self.timeouts = HeadTimeouts()
+        self.bodies = BodyTimeouts(policy.body_timeout, policy.name, on_body_timeout)
 
     def keeps(self, policy: UpstreamPolicy) -> bool:
         """True when `policy` reaches the upstream as this pool does (URL and TLS alike)."""
@@ -68,6 +75,7 @@ class UpstreamPool:
     def reconfigure(self, policy: UpstreamPolicy) -> None:
         """A reload that keeps the URL and TLS settings keeps the warm connections."""
         self.policy = policy
+        self.bodies.seconds = policy.body_timeout
 
     @property
     def full(self) -> bool:
@@ -108,7 +116,8 @@ class UpstreamPool:
 
     def _new_protocol(self) -> asyncio.BaseProtocol:
         # The loop only calls the protocol's methods: the (compiled) class need not inherit.
-        return cast(asyncio.BaseProtocol, UpstreamConnection(self._forget, self.timeouts))
+        conn = UpstreamConnection(self._forget, self.timeouts, self.bodies)
+        return cast(asyncio.BaseProtocol, conn)
 
     def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
         if keep_alive and conn.complete and conn.usable and len(self._idle) < MAX_IDLE:
