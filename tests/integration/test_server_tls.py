@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
+import yaml
 from cryptography import x509
 
 from tests.support.policy_files import make_policy, write_policy
@@ -23,11 +24,14 @@ from tests.support.tls import Issued, Pki, start_tls_sidecar
 
 
 class TlsSidecar:
-    def __init__(self, proc: Process, port: int, cert_file: Path, key_file: Path) -> None:
+    def __init__(
+        self, proc: Process, port: int, cert_file: Path, key_file: Path, config: Path
+    ) -> None:
         self.proc = proc
         self.port = port
         self.cert_file = cert_file
         self.key_file = key_file
+        self.config = config
 
     @property
     def url(self) -> str:
@@ -64,7 +68,7 @@ def tls_sidecar(tmp_path: Path, pki: Pki, upstream) -> Iterator[Callable[..., Tl
         config = write_policy(tmp_path / "policy.yaml", doc)
         proc = start_tls_sidecar(config, port, pki.client_context())
         started.append(proc)
-        return TlsSidecar(proc, port, cert_file, key_file)
+        return TlsSidecar(proc, port, cert_file, key_file, config)
 
     yield start
     for proc in started:
@@ -166,6 +170,15 @@ def test_an_unusable_new_pair_keeps_the_old_certificate(pki, tls_sidecar) -> Non
     assert served_serial(sidecar.port, context) == first
     sidecar.key_file.write_bytes(one.key_file.read_bytes())  # the pair completed
     wait_for_serial(sidecar.port, context, one.serial, deadline_s=15)
+
+
+def test_a_reloaded_policy_naming_other_files_serves_them(pki, tls_sidecar) -> None:
+    sidecar = tls_sidecar()
+    other = pki.issue()
+    doc = yaml.safe_load(sidecar.config.read_text())
+    doc["server"]["tls"] = {"cert_file": str(other.cert_file), "key_file": str(other.key_file)}
+    write_policy(sidecar.config, doc)
+    wait_for_serial(sidecar.port, pki.client_context(), other.serial, deadline_s=15)
 
 
 def test_a_handshake_that_never_finishes_is_cut(tls_sidecar) -> None:
