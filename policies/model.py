@@ -109,6 +109,9 @@ class ServerPolicy:
     max_header_bytes: int = setting(
         65_536, "largest request head (request line + headers); 431 past it", minimum=1024
     )
+    access_log: bool = setting(
+        False, "one JSON line per request on stdout (logger proxy.access); or --access-log"
+    )
     tls: ServerTlsPolicy | None = setting(
         None, "serve HTTPS (and WSS) on `listen`; the files are re-read when they change"
     )
@@ -313,6 +316,14 @@ class SinkPolicy:
         "warning", "lowest severity sent"
     )
     queue: int = setting(1000, "alerts waiting for this sink; past it they are dropped", minimum=1)
+    format: Literal["json", "slack", "pagerduty", "alertmanager"] = setting(
+        "json",
+        "body sent: json (the alert event), slack (incoming webhook), pagerduty (Events API"
+        " v2), alertmanager (POST /api/v2/alerts)",
+    )
+    routing_key_env: str | None = setting(
+        None, "environment variable holding the PagerDuty routing key (format: pagerduty)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,12 +332,32 @@ class AlertsPolicy:
         "PROXY_EVENTS_TOKEN", "environment variable holding the service token for ingest"
     )
     sinks: tuple[SinkPolicy, ...] = setting((), "where alerts are also POSTed")
+    operational: bool = setting(
+        False,
+        "publish the sidecar's own alerts (breaker open/closed, storage fallback/recovered,"
+        " policy reload failed) on the alerts channel and to the sinks",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AdminPolicy:
     roles: tuple[str, ...] = setting(("admin",), "roles allowed on the admin endpoints")
     metrics_path: str = setting("/metrics", "path of the Prometheus endpoint", pattern="^/")
+
+
+@dataclass(frozen=True, slots=True)
+class TracingPolicy:
+    otlp_endpoint: str | None = setting(
+        None,
+        "OTLP/HTTP traces URL (e.g. http://otel-collector:4318/v1/traces); null: no export",
+        pattern="^https?://",
+        expected="an http:// or https:// URL",
+    )
+    sample_ratio: float = setting(
+        0.01, "share of new traces sampled; an incoming sampled flag is followed",
+        minimum=0, maximum=1,
+    )  # fmt: skip
+    service_name: str = setting("resilience-sidecar", "service.name of the exported spans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,3 +372,4 @@ class Policy:
     websocket: WebSocketPolicy = setting(factory=WebSocketPolicy, doc="WebSocket hub")
     alerts: AlertsPolicy = setting(factory=AlertsPolicy, doc="alert ingest and sinks")
     admin: AdminPolicy = setting(factory=AdminPolicy, doc="admin endpoints")
+    tracing: TracingPolicy = setting(factory=TracingPolicy, doc="W3C trace context, OTLP spans")

@@ -21,26 +21,32 @@ from typing import cast
 import uvloop
 
 from policies.load import LoadedPolicy
+from policies.model import TracingPolicy
 from policies.tls_files import TlsFileProblem
 from proxy import logs
 from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
+from proxy.console.feed import ConsoleFeed
+from proxy.core.breaker import iso_utc
 from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
+from proxy.hub.operational import OperationalAlerts
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
+from proxy.pipeline.observe import Observer
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
-from proxy.reload import PolicyWatcher
+from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.tracing.exporter import SpanExporter
 
 log = logging.getLogger("proxy.app")
 
@@ -62,9 +68,14 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
 class Sidecar:
     def __init__(self, loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> None:
         self.config_path = config_path
+        self.access_log_flag = access_log
+        """`--access-log`: the access log is on whatever the policy says."""
+        self.exporter: SpanExporter | None = None
+        self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
-        self.pipeline = Pipeline(self.build(loaded), access_log)
-        self.state.hub = self.make_hub(self.runtime)
+        self.pipeline = Pipeline(self.build(loaded))
+        self.state.metrics.watch_in_flight(lambda: self.pipeline.in_flight)
+        hub = self.state.hub = self.make_hub(self.runtime)
         self.server_state = ServerState(
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
@@ -75,8 +86,15 @@ class Sidecar:
             self.certificate = ServingCertificate(tls, self._swap_certificate)
             self.server_state.scheme = b"https"
         self.watcher = PolicyWatcher(
-            config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
+            config_path,
+            loaded.sha256,
+            self.apply,
+            self.state.metrics.policy_reload,
+            self.reloaded,
         )
+        self.state.operational = OperationalAlerts(hub.publish_alert)
+        self.arm_operational()
+        self.state.console = ConsoleFeed(self.state.metrics, lambda: self.pipeline.in_flight)
         self._listener: Listener | None = None
         self._stopped = asyncio.Event()
 
@@ -105,11 +123,31 @@ class Sidecar:
             state=self.state,
             metrics=self.state.metrics,
             max_in_flight=policy.server.max_in_flight,
+            observer=self.observer(policy.server.access_log, policy.tracing),
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
         self.state.metrics.set_policy(loaded.sha256)
         return runtime
+
+    def observer(self, access_log: bool, tracing: TracingPolicy) -> Observer:
+        """The access log and trace context for a policy; the exporter is kept across
+        reloads while its endpoint and service name stay the same."""
+        exporter = self.exporter
+        wanted = (tracing.otlp_endpoint, tracing.service_name)
+        if exporter is not None and (exporter.endpoint, exporter.service_name) != wanted:
+            self._retired_exporters.append(exporter)
+            exporter = self.exporter = None
+        if exporter is None and tracing.otlp_endpoint is not None:
+            self.state.metrics.tracing_configured()
+            exporter = self.exporter = SpanExporter(
+                tracing.otlp_endpoint, tracing.service_name, self.state.metrics.trace_spans_dropped
+            )
+        return Observer(
+            self.access_log_flag or access_log,
+            tracing.sample_ratio,
+            exporter.submit if exporter is not None else None,
+        )
 
     def make_hub(self, runtime: Runtime) -> Hub:
         policy = runtime.policy
@@ -145,6 +183,24 @@ class Sidecar:
         if self._listener is not None:
             self._listener.ssl_context = context
 
+    def arm_operational(self) -> None:
+        """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
+        operational = self.state.operational
+        if operational is not None:
+            policy = self.runtime.policy
+            operational.enabled = policy.alerts.operational
+            operational.on_failure = policy.storage.on_failure
+
+    def reloaded(self, outcome: ReloadOutcome) -> None:
+        """Keep the last reload's result for the console; alert on a failed one."""
+        self.state.last_reload = {
+            "at": iso_utc(outcome.at),
+            "result": "success" if outcome.ok else "failure",
+            "errors": list(outcome.errors),
+        }
+        if not outcome.ok and self.state.operational is not None:
+            self.state.operational.reload_failed(self.config_path, outcome.errors)
+
     def apply(self, loaded: LoadedPolicy) -> None:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
@@ -159,7 +215,9 @@ class Sidecar:
             self._listener.handshake_timeout = loaded.policy.server.header_timeout
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
+        self._sync_exporters()
         self.server_state.limits = server_limits(loaded)
+        self.arm_operational()
         policy = runtime.policy
         if self.state.hub is not None:
             self.state.hub.reconfigure(
@@ -184,14 +242,25 @@ class Sidecar:
             self._listener.ssl_context = self.certificate.context
             self.certificate.start()
         self.server_state.start_sweeping()
+        self._sync_exporters()
         if self.state.hub is not None:
             await self.state.hub.start()
         self.watcher.start()
+        if self.state.console is not None:
+            self.state.console.start()
         self.state.ready = True
         log.info(
             "sidecar listening",
             extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
         )
+
+    def _sync_exporters(self) -> None:
+        """Start the current span exporter; retired ones send what they hold, then stop."""
+        if self.exporter is not None:
+            self.exporter.start()
+        retired, self._retired_exporters = self._retired_exporters, []
+        for exporter in retired:
+            asyncio.get_running_loop().create_task(exporter.close())
 
     def reload_now(self) -> None:
         self.watcher.reload()
@@ -218,6 +287,8 @@ class Sidecar:
         await self.watcher.stop()
         if self.certificate is not None:
             await self.certificate.stop()
+        if self.state.console is not None:
+            await self.state.console.stop()
         if self.state.hub is not None:
             await self.state.hub.close()
         self.server_state.stop_sweeping()
@@ -228,6 +299,8 @@ class Sidecar:
         for store in [self.state.store, *self.state.retired_stores]:
             if store is not None:
                 await store.close()
+        if self.exporter is not None:
+            await self.exporter.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -278,7 +351,7 @@ def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: in
 
 
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:
-    logs.configure(access_log)
+    logs.configure()
     workers = loaded.policy.server.workers
     try:
         load_key_material(loaded.policy.auth.jwt, os.environ)
