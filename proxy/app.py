@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 from datetime import UTC, datetime
 from typing import cast
@@ -21,6 +22,7 @@ import uvloop
 
 from policies.load import LoadedPolicy
 from policies.model import TracingPolicy
+from policies.tls_files import TlsFileProblem
 from proxy import logs
 from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
@@ -41,6 +43,7 @@ from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
 from proxy.reload import PolicyWatcher, ReloadOutcome
+from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
@@ -80,6 +83,11 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        tls = loaded.policy.server.tls
+        self.certificate: ServingCertificate | None = None
+        if tls is not None:
+            self.certificate = ServingCertificate(tls, self._swap_certificate)
+            self.server_state.scheme = b"https"
         self.watcher = PolicyWatcher(
             config_path,
             loaded.sha256,
@@ -176,6 +184,10 @@ class Sidecar:
 
         return takeover
 
+    def _swap_certificate(self, context: ssl.SSLContext) -> None:
+        if self._listener is not None:
+            self._listener.ssl_context = context
+
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
         operational = self.state.operational
@@ -198,6 +210,14 @@ class Sidecar:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
+        tls = loaded.policy.server.tls
+        if tls != old.server.tls:
+            if self.certificate is not None and tls is not None:
+                self.certificate.use(tls)
+            else:
+                log.warning("server.tls turned on or off: it takes effect at the next restart")
+        if self._listener is not None:
+            self._listener.handshake_timeout = loaded.policy.server.header_timeout
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self._sync_exporters()
@@ -222,6 +242,10 @@ class Sidecar:
             server.port,
             reuse_port,
         )
+        self._listener.handshake_timeout = server.header_timeout
+        if self.certificate is not None:
+            self._listener.ssl_context = self.certificate.context
+            self.certificate.start()
         self.server_state.start_sweeping()
         self._sync_exporters()
         if self.state.hub is not None:
@@ -266,6 +290,8 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         await self.watcher.stop()
+        if self.certificate is not None:
+            await self.certificate.stop()
         if self.state.console is not None:
             await self.state.console.stop()
         if self.state.hub is not None:
@@ -342,6 +368,9 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
         if workers > 1:
             return _run_workers(loaded, config_path, access_log, workers)
         uvloop.run(serve(loaded, config_path, access_log))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
         return 1

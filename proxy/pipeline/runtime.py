@@ -123,16 +123,19 @@ class State:
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():
             pool = self.pools.get(name)
-            if pool is not None and pool.policy.url == upstream.url:
+            if pool is not None and pool.keeps(upstream):
                 pool.reconfigure(upstream)
             else:
                 if pool is not None:
                     pool.close()
-                self.pools[name] = UpstreamPool(upstream)
+                self.pools[name] = UpstreamPool(upstream, self._body_timed_out)
         for name in list(self.pools):
             if name not in policy.upstreams:
                 self.pools.pop(name).close()
         return dict(self.pools)
+
+    def _body_timed_out(self, upstream: str) -> None:
+        self.metrics.upstream_attempt(upstream, "timeout")
 
     def on_transition(self, event: BreakerTransition) -> None:
         self.metrics.breaker_transition(event)
