@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 from datetime import UTC, datetime
 from typing import cast
@@ -21,6 +22,7 @@ import uvloop
 
 from policies.load import LoadedPolicy
 from policies.model import JwtPolicy, Policy, TracingPolicy
+from policies.tls_files import TlsFileProblem
 from proxy import logs
 from proxy.admin import admin_endpoints, own_endpoints, websocket_paths
 from proxy.admin_listener import AdminListener
@@ -35,6 +37,7 @@ from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
 from proxy.key_refresh import KeySource
 from proxy.keys import KeyMaterialError, load_key_material
+from proxy.logs import AccessLog
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
@@ -42,9 +45,11 @@ from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
 from proxy.reload import PolicyWatcher, ReloadOutcome
+from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
 
 log = logging.getLogger("proxy.app")
@@ -80,6 +85,7 @@ class Sidecar:
         self.config_path = config_path
         self.access_log_flag = access_log
         """`--access-log`: the access log is on whatever the policy says."""
+        self.access_lines = AccessLog()
         self.exporter: SpanExporter | None = None
         self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
@@ -95,6 +101,11 @@ class Sidecar:
         self.admin_state = ServerState(self.admin_listener.handle, server_limits(loaded))
         self.admin_state.upgrade = self.admin_websocket_takeover
         """The connections of `admin.listen` (none when it is unset)."""
+        tls = loaded.policy.server.tls
+        self.certificate: ServingCertificate | None = None
+        if tls is not None:
+            self.certificate = ServingCertificate(tls, self._swap_certificate)
+            self.server_state.scheme = b"https"
         self.watcher = PolicyWatcher(
             config_path,
             loaded.sha256,
@@ -165,13 +176,15 @@ class Sidecar:
             self.access_log_flag or access_log,
             tracing.sample_ratio,
             exporter.submit if exporter is not None else None,
+            self.access_lines,
         )
 
     def make_hub(self, runtime: Runtime) -> Hub:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,
@@ -203,6 +216,10 @@ class Sidecar:
 
         return takeover
 
+    def _swap_certificate(self, context: ssl.SSLContext) -> None:
+        if self._listener is not None:
+            self._listener.ssl_context = context
+
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
         operational = self.state.operational
@@ -227,6 +244,14 @@ class Sidecar:
             log.warning("server.listen changed: it takes effect at the next restart")
         if loaded.policy.admin.listen != old.admin.listen:
             log.warning("admin.listen changed: it takes effect at the next restart")
+        tls = loaded.policy.server.tls
+        if tls != old.server.tls:
+            if self.certificate is not None and tls is not None:
+                self.certificate.use(tls)
+            else:
+                log.warning("server.tls turned on or off: it takes effect at the next restart")
+        if self._listener is not None:
+            self._listener.handshake_timeout = loaded.policy.server.header_timeout
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self._sync_exporters()
@@ -266,6 +291,10 @@ class Sidecar:
                 self._listener.close()
                 raise
             self.admin_state.start_sweeping()
+        self._listener.handshake_timeout = server.header_timeout
+        if self.certificate is not None:
+            self._listener.ssl_context = self.certificate.context
+            self.certificate.start()
         self.server_state.start_sweeping()
         self._sync_exporters()
         if self.state.hub is not None:
@@ -325,6 +354,8 @@ class Sidecar:
             conn.close()
         await self.watcher.stop()
         await self.keys.close()
+        if self.certificate is not None:
+            await self.certificate.stop()
         if self.state.console is not None:
             await self.state.console.stop()
         if self.state.hub is not None:
@@ -339,6 +370,7 @@ class Sidecar:
                 await store.close()
         if self.exporter is not None:
             await self.exporter.close()
+        self.access_lines.flush()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -400,6 +432,9 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
         if workers > 1:
             return _run_workers(loaded, config_path, access_log, workers)
         uvloop.run(serve(loaded, config_path, access_log))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
     except OSError as error:
         where = loaded.policy.server.listen
         if loaded.policy.admin.listen is not None:
