@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 
 from policies.build import Collector, child, suggest
+from policies.header_rules import check_route_headers
 from policies.model import (
     EndpointLimitPolicy,
     JwtPolicy,
@@ -294,6 +295,7 @@ def _route(
     if route.strip_prefix and route.path_prefix is None and route.path is not None:
         c.add(c.at(f"{base}.strip_prefix"), f"{base}.strip_prefix", "needs `path_prefix`")
     _known_upstream(route.upstream, f"{base}.upstream", upstreams, c)
+    check_route_headers(base, route, c)
     return replace(route, name=route.name or route.path_prefix or route.path or "")
 
 

@@ -280,6 +280,32 @@ class UpstreamPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderRulesPolicy:
+    set: dict[str, str] = setting(
+        factory=dict, doc="NAME: VALUE; replaces whatever was sent under that name"
+    )
+    remove: tuple[str, ...] = setting((), "header names removed")
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    allow_origins: tuple[str, ...] = setting(
+        (), 'browser Origins allowed (`https://app.example.com`), or ["*"] for any'
+    )
+    allow_methods: tuple[Method, ...] = setting(
+        ("GET", "HEAD", "POST"), "methods a preflight may ask for"
+    )
+    allow_headers: tuple[str, ...] = setting((), "request headers a preflight may ask for")
+    expose_headers: tuple[str, ...] = setting((), "response headers the browser's script may read")
+    allow_credentials: bool = setting(
+        False, 'cookies and Authorization allowed (not with origin "*")'
+    )
+    max_age: Duration = setting(
+        600.0, "how long a browser may keep a preflight's answer", minimum=0
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     upstream: str = setting("", "name of an entry of `upstreams`", required=True)
     path_prefix: str | None = setting(None, "matches paths starting with it", pattern="^/")
@@ -288,6 +314,15 @@ class RoutePolicy:
     strip_prefix: bool = setting(False, "remove path_prefix before forwarding")
     timeout: Duration | None = setting(
         None, "deadline for all attempts together", exclusive_minimum=0
+    )
+    request_headers: HeaderRulesPolicy | None = setting(
+        None, "headers set or removed before forwarding"
+    )
+    response_headers: HeaderRulesPolicy | None = setting(
+        None, "headers set or removed on every answer, the sidecar's own errors included"
+    )
+    cors: CorsPolicy | None = setting(
+        None, "browser cross-origin rules; preflights are answered by the sidecar"
     )
 
 
