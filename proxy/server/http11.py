@@ -33,6 +33,7 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
+from proxy.server.framing import body_framing, check_head
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.server.responses import JSON, error_headers, status_line
 
@@ -161,7 +162,9 @@ class ClientConnection:
         "_pending",
         "_read_paused",
         "_response_started",
+        "_resumed_body",
         "_task",
+        "_upgrade_body",
         "_url",
         "_waiter",
         "_write_waiters",
@@ -186,6 +189,8 @@ class ClientConnection:
         self._head_started: float | None = None
         self._last_activity = time.monotonic()
         self._body: RequestBody | None = None
+        self._upgrade_body: RequestBody | None = None
+        self._resumed_body: RequestBody | None = None
         self._pending: deque[tuple[RequestHead, RequestBody | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -276,6 +281,10 @@ class ClientConnection:
 
     def on_headers_complete(self) -> None:
         self._head_started = None
+        if self._resumed_body is not None:
+            # The framing-only head `_on_upgrade` fed: its body belongs to the request before.
+            self._body, self._resumed_body = self._resumed_body, None
+            return
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(
@@ -290,14 +299,21 @@ class ClientConnection:
             head.http_version = parser.get_http_version()
         if not head.request_id:
             head.request_id = new_request_id()
-        if head.upgrade is not None and parser.should_upgrade():
-            head.websocket = True
+        refused = check_head(head, self.state.limits.max_body_bytes)
+        if refused is not None:
+            raise _Reject(refused)
         body: RequestBody | None = None
         if head.chunked or head.content_length:
             body = RequestBody(
                 self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
             )
-        elif not self.busy and not self._pending and not head.websocket:
+            if head.upgrade is not None and parser.should_upgrade():
+                # llhttp skips an upgrade's body: it is read after the upgrade point, and
+                # the request served as a plain one (see `_on_upgrade`).
+                self._upgrade_body = body
+        elif head.upgrade is not None and parser.should_upgrade():
+            head.websocket = True
+        elif not self.busy and not self._pending:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
                 self._begin_response(head)
@@ -318,8 +334,9 @@ class ClientConnection:
             self._body.feed(chunk)
 
     def on_message_complete(self) -> None:
-        if self._body is not None:
-            self._body.finish()
+        body = self._body
+        if body is not None and body is not self._upgrade_body:
+            body.finish()
             self._body = None
 
     # -- serving -------------------------------------------------------------------------
@@ -408,11 +425,17 @@ class ClientConnection:
         if head is None:
             self._fail(BadRequest("unexpected upgrade"))
             return
-        takeover = self.state.upgrade(head)
+        upgrade_body = self._upgrade_body
+        takeover = self.state.upgrade(head) if upgrade_body is None else None
         if takeover is None:
-            # Not a WebSocket path: serve it as a plain request; a fresh parser goes on
-            # after the upgrade point (llhttp stops there for good).
+            # Not a WebSocket path, or a body came with the upgrade: serve it as a plain
+            # request; a fresh parser goes on after the upgrade point (llhttp stops there
+            # for good), first reading the body that llhttp skipped.
             self._parser = httptools.HttpRequestParser(self)
+            if upgrade_body is not None:
+                self._upgrade_body = None
+                self._resumed_body = upgrade_body
+                self._parser.feed_data(body_framing(head))
             rest = data[offset:]
             if rest:
                 self.data_received(rest)
