@@ -137,6 +137,12 @@ class AuthPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerProbePolicy:
+    path: str = setting("/healthz", "path requested (GET) on the upstream", pattern="^/")
+    interval: Duration = setting(2.0, "time between probes while open", exclusive_minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitBreakerPolicy:
     failure_threshold: int = setting(5, "consecutive failures that open it", minimum=1)
     recovery_timeout: Duration = setting(60.0, "time open before half_open", exclusive_minimum=0)
@@ -156,6 +162,9 @@ class CircuitBreakerPolicy:
     )
     mode: Literal["enforce", "shadow"] = setting(
         "enforce", "shadow: track and report states, never reject"
+    )
+    probe: BreakerProbePolicy | None = setting(
+        None, "upstream breakers: while open, probe it; the first success moves it to half_open"
     )
 
 

@@ -31,6 +31,7 @@ from proxy.hub.hub import Hub
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
+from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
@@ -69,6 +70,7 @@ class Sidecar:
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
         )
+        self.prober = BreakerProber(lambda: self.runtime)
         self._listener: Listener | None = None
         self._stopped = asyncio.Event()
 
@@ -163,6 +165,7 @@ class Sidecar:
         if self.state.hub is not None:
             await self.state.hub.start()
         self.watcher.start()
+        self.prober.start()
         self.state.ready = True
         log.info(
             "sidecar listening",
@@ -192,6 +195,7 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         await self.watcher.stop()
+        await self.prober.stop()
         if self.state.hub is not None:
             await self.state.hub.close()
         self.server_state.stop_sweeping()
