@@ -103,6 +103,9 @@ class ServerPolicy:
     max_header_bytes: int = setting(
         65_536, "largest request head (request line + headers); 431 past it", minimum=1024
     )
+    max_connections: int = setting(
+        10_000, "open client connections per process; past it new ones are closed", minimum=1
+    )
 
     @property
     def host(self) -> str:
@@ -279,6 +282,9 @@ class WebSocketPolicy:
     max_message_bytes: int = setting(65_536, "largest client frame; bigger: 1009", minimum=128)
     allowed_origins: tuple[str, ...] = setting((), "browser Origins allowed (empty: any)")
     token_expiry_grace: Duration = setting(25.0, "time after exp to send a new auth", minimum=0)
+    send_queue_bytes: int = setting(
+        1_048_576, "bytes queued per connection; overflow: 1013", minimum=1024
+    )
 
 
 @dataclass(frozen=True, slots=True)

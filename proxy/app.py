@@ -54,6 +54,7 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
         max_body_bytes=server.max_body_bytes,
         header_timeout=server.header_timeout,
         keepalive_timeout=server.keepalive_timeout,
+        max_connections=server.max_connections,
     )
 
 
@@ -67,6 +68,8 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        self.server_state.other_connections = self.websocket_count
+        self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
             config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
         )
@@ -134,6 +137,10 @@ class Sidecar:
             hub.upgrade(transport, raw, channel, client_ip)
 
         return takeover
+
+    def websocket_count(self) -> int:
+        hub = self.state.hub
+        return 0 if hub is None else hub.live_sessions
 
     def apply(self, loaded: LoadedPolicy) -> None:
         old = self.runtime.policy

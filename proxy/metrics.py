@@ -210,6 +210,10 @@ class Metrics:
             p + "breaker_probes_total", "Health probes of open breakers", ["breaker", "result"],
             registry=r,
         )  # fmt: skip
+        self.connections_refused = Counter(
+            p + "connections_refused_total",
+            "Client connections closed at once: server.max_connections reached", registry=r,
+        )  # fmt: skip
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -302,6 +306,9 @@ class Metrics:
 
     def breaker_probe(self, breaker: str, ok: bool) -> None:
         self.breaker_probes.labels(breaker, "success" if ok else "failure").inc()
+
+    def connection_refused(self) -> None:
+        self.connections_refused.inc()
 
     def forget_breaker(self, breaker: str) -> None:
         for state in BREAKER_STATES:

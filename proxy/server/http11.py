@@ -44,7 +44,11 @@ FastHandler = Callable[["ClientConnection", RequestHead], bool]
 """Takes a request without a body at once (True) or leaves it to the serving task."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
-MAX_PIPELINED = 16
+MAX_PIPELINED = 8
+"""Requests parsed ahead of the one being answered; past it the rest waits unparsed."""
+PARSE_SLICE = 4096
+"""Bytes fed to the parser at a time when more arrive at once, so a burst of pipelined
+requests is parsed no further than `MAX_PIPELINED` (llhttp cannot be paused midway)."""
 _NOTED = frozenset(
     {
         b"authorization",
@@ -97,6 +101,7 @@ class ServerLimits:
     max_body_bytes: int = 1_048_576
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
+    max_connections: int = 10_000
 
 
 class Cancellable(Protocol):
@@ -115,6 +120,10 @@ class ServerState:
         self.fast = fast
         self.limits = limits
         self.upgrade: Callable[[RequestHead], UpgradeHandler | None] = lambda head: None
+        self.other_connections: Callable[[], int] = lambda: 0
+        """Connections this process holds besides `connections` (taken-over WebSockets)."""
+        self.on_refused: Callable[[], None] = lambda: None
+        """Told of each connection closed at once for `max_connections`."""
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -150,6 +159,7 @@ class ClientConnection:
     subclass `asyncio.Protocol`, and the event loop only calls the methods)."""
 
     __slots__ = (
+        "_begun",
         "_body",
         "_closing_after",
         "_head_size",
@@ -164,6 +174,7 @@ class ClientConnection:
         "_response_started",
         "_resumed_body",
         "_task",
+        "_unparsed",
         "_upgrade_body",
         "_url",
         "_waiter",
@@ -188,8 +199,10 @@ class ClientConnection:
         self._head_size = 0
         self._head_started: float | None = None
         self._last_activity = time.monotonic()
+        self._begun = False
         self._body: RequestBody | None = None
         self._upgrade_body: RequestBody | None = None
+        self._unparsed: bytes | None = None
         self._resumed_body: RequestBody | None = None
         self._pending: deque[tuple[RequestHead, RequestBody | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -207,6 +220,11 @@ class ClientConnection:
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        if len(state.connections) + state.other_connections() >= state.limits.max_connections:
+            state.on_refused()
+            cast(asyncio.Transport, transport).abort()  # at once: its descriptor is short
+            return
         self.transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
@@ -236,22 +254,46 @@ class ClientConnection:
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._on_upgrade(data, upgrade.args[0])
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            if isinstance(cause, _Reject):
-                self._fail(cause.error)
-            else:
-                log.exception("request parser callback failed")
-                self._fail(BadRequest("malformed request"))
-        except httptools.HttpParserError as error:
-            self._fail(BadRequest(f"malformed request: {error}"))
+        if self._unparsed is not None:
+            self._unparsed += data  # parsing is held back (and reading paused): keep it
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed the parser, holding the rest back (reading paused) once `MAX_PIPELINED`
+        requests wait or the output is backed up: a client that pipelines without reading
+        costs at most that much memory (CONTRACT 14)."""
+        start = 0
+        end = len(data)
+        while start < end:
+            if len(self._pending) >= MAX_PIPELINED or self.write_paused:
+                self._unparsed = data[start:]
+                self._pause_reading()
+                return
+            stop = end if end - start <= PARSE_SLICE else start + PARSE_SLICE
+            try:
+                self._parser.feed_data(data if start == 0 and stop == end else data[start:stop])
+            except httptools.HttpParserUpgrade as upgrade:
+                self._on_upgrade(data[start:], upgrade.args[0])
+                return
+            except httptools.HttpParserCallbackError as error:
+                cause = error.__context__
+                if isinstance(cause, _Reject):
+                    self._fail(cause.error)
+                else:
+                    log.exception("request parser callback failed")
+                    self._fail(BadRequest("malformed request"))
+                return
+            except httptools.HttpParserError as error:
+                self._fail(BadRequest(f"malformed request: {error}"))
+                return
+            start = stop
 
     def pause_writing(self) -> None:
+        # The transport's unsent output passed its high-water mark (64 KiB under uvloop and
+        # asyncio, within the 256 KiB of CONTRACT 14): read nothing more until it drains.
         self.write_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -259,9 +301,11 @@ class ClientConnection:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        self._resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._begun = True
         self._url = []
         self._headers = []
         self._head_size = 0
@@ -351,9 +395,9 @@ class ClientConnection:
                     self._waiter = None
                 continue
             head, body = self._pending.popleft()
-            if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
-                self._resume_reading()
             self._begin_response(head)
+            if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
+                self._resume_reading()  # after `busy` is set: what it parses waits its turn
             try:
                 await self.state.handler(self, head, body)
             except asyncio.CancelledError:
@@ -460,6 +504,15 @@ class ClientConnection:
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
+        """Parse what was held back, then read again, unless a bound still holds."""
+        if self.write_paused or len(self._pending) >= MAX_PIPELINED:
+            return
+        held = self._unparsed
+        if held is not None:
+            self._unparsed = None
+            self._parse(held)
+            if self._unparsed is not None:
+                return
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
@@ -591,12 +644,12 @@ class ClientConnection:
         if self._head_started is not None:
             if now - self._head_started > limits.header_timeout:
                 self._fail(RequestTimeout("request headers not received in time"))
-        elif (
-            not self.busy
-            and not self._pending
-            and now - self._last_activity > limits.keepalive_timeout
-        ):
-            self.close()
+        elif not self.busy and not self._pending:
+            # A connection that never sent a byte has `header_timeout` to start (nginx's
+            # client_header_timeout): idle sockets cannot pile up at keep-alive's pace.
+            idle = limits.keepalive_timeout if self._begun else limits.header_timeout
+            if now - self._last_activity > idle:
+                self.close()
 
 
 def rebuild_head(head: RequestHead) -> bytes:
