@@ -17,6 +17,7 @@ from policies.model import (
     Policy,
     RoutePolicy,
     ServerPolicy,
+    SinkPolicy,
     UpstreamPolicy,
 )
 from policies.yaml_positions import shown
@@ -50,6 +51,7 @@ def finish(policy: Policy, c: Collector) -> Policy:
     _unique_names([e.name for e in endpoints], "rate_limits.endpoints", "rule", c)
     for i, sink in enumerate(policy.alerts.sinks):
         _known_upstream(sink.upstream, f"alerts.sinks[{i}].upstream", upstreams, c)
+        _sink_format(i, sink, c)
     _env_name(policy.alerts.ingest_token_env, "alerts.ingest_token_env", c)
     for i, role in enumerate(policy.admin.roles):
         if not role.strip() and c.ok(f"admin.roles[{i}]"):
@@ -130,6 +132,17 @@ def _check_jwt(jwt: JwtPolicy, c: Collector) -> None:
         )
     if any(a.startswith("HS") for a in jwt.algorithms):
         _env_name(jwt.secret_env, "auth.jwt.secret_env", c)
+
+
+def _sink_format(i: int, sink: SinkPolicy, c: Collector) -> None:
+    """A PagerDuty sink needs the name of the variable holding its routing key."""
+    path = f"alerts.sinks[{i}].routing_key_env"
+    if sink.format == "pagerduty" and sink.routing_key_env is None:
+        if c.ok(f"alerts.sinks[{i}].format"):
+            where = f"alerts.sinks[{i}].format"
+            c.add(c.at(where), where, "pagerduty needs routing_key_env (the key's variable)")
+    elif sink.routing_key_env is not None:
+        _env_name(sink.routing_key_env, path, c)
 
 
 def _env_name(name: str, path: str, c: Collector) -> None:

@@ -295,6 +295,14 @@ class SinkPolicy:
         "warning", "lowest severity sent"
     )
     queue: int = setting(1000, "alerts waiting for this sink; past it they are dropped", minimum=1)
+    format: Literal["json", "slack", "pagerduty", "alertmanager"] = setting(
+        "json",
+        "body sent: json (the alert event), slack (incoming webhook), pagerduty (Events API"
+        " v2), alertmanager (POST /api/v2/alerts)",
+    )
+    routing_key_env: str | None = setting(
+        None, "environment variable holding the PagerDuty routing key (format: pagerduty)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +311,11 @@ class AlertsPolicy:
         "PROXY_EVENTS_TOKEN", "environment variable holding the service token for ingest"
     )
     sinks: tuple[SinkPolicy, ...] = setting((), "where alerts are also POSTed")
+    operational: bool = setting(
+        False,
+        "publish the sidecar's own alerts (breaker open/closed, storage fallback/recovered,"
+        " policy reload failed) on the alerts channel and to the sinks",
+    )
 
 
 @dataclass(frozen=True, slots=True)

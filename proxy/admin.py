@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import orjson
 
 from policies.dump import dump_policy
+from proxy.console.page import ASSETS, SECURITY_HEADERS
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -29,6 +30,7 @@ from proxy.server.request import RequestBody, RequestHead
 HEALTHY = orjson.dumps({"status": "ok"})
 BREAKERS = b"/api/v1/resilience/circuit-breakers"
 USAGE = b"/api/v1/resilience/rate-limit/user/"
+OVERVIEW = b"/api/v1/resilience/overview"
 BREAKER_ACTIONS = ("force-open", "force-close", "reset")
 
 
@@ -129,6 +131,42 @@ async def policy_document(
     )
 
 
+async def overview(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """`GET /api/v1/resilience/overview`: what the console shows, in one document."""
+    _only(head, b"GET")
+    require_admin(head, runtime)
+    state = runtime.state
+    feed = state.console
+    if feed is None:
+        raise NotFound("the console feed is not running")
+    hub = state.hub
+    policy = {
+        "hash": runtime.loaded.sha256,
+        "loaded_at": runtime.loaded_at,
+        "source": runtime.loaded.source,
+        "last_reload": state.last_reload,
+    }
+    document = feed.overview(
+        state.breakers,
+        [route.name for route in runtime.policy.routes],
+        hub.connections()["total"] if hub is not None else 0,
+        policy,
+    )
+    _json(conn, head, document)
+
+
+async def console_file(
+    conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
+) -> None:
+    """`GET /console` and its two assets (see `proxy.console.page`)."""
+    _only(head, b"GET", b"HEAD")
+    content_type, content = ASSETS[head.path]
+    headers = [(b"Content-Type", content_type), *SECURITY_HEADERS]
+    conn.send_response(head, 200, headers, content)
+
+
 async def user_usage(
     conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
 ) -> None:
@@ -191,6 +229,8 @@ def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
             runtime_metrics_path.encode(): metrics,
             BREAKERS: all_breakers,
             b"/api/v1/resilience/policy": policy_document,
+            OVERVIEW: overview,
+            **dict.fromkeys(ASSETS, console_file),
             b"/api/v1/events": ingest_event,
             b"/api/v1/ws/connections": ws_connections,
             **dict.fromkeys(WEBSOCKET_PATHS, websocket_only),

@@ -23,11 +23,14 @@ from policies.load import LoadedPolicy
 from proxy import logs
 from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
+from proxy.console.feed import ConsoleFeed
+from proxy.core.breaker import iso_utc
 from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
+from proxy.hub.operational import OperationalAlerts
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
@@ -35,7 +38,7 @@ from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
-from proxy.reload import PolicyWatcher
+from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
@@ -63,7 +66,7 @@ class Sidecar:
         self.config_path = config_path
         self.state = State(metrics=Metrics())
         self.pipeline = Pipeline(self.build(loaded), access_log)
-        self.state.hub = self.make_hub(self.runtime)
+        hub = self.state.hub = self.make_hub(self.runtime)
         self.server_state = ServerState(
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
@@ -71,9 +74,16 @@ class Sidecar:
         self.server_state.other_connections = self.websocket_count
         self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
-            config_path, loaded.sha256, self.apply, self.state.metrics.policy_reload
+            config_path,
+            loaded.sha256,
+            self.apply,
+            self.state.metrics.policy_reload,
+            self.reloaded,
         )
         self.prober = BreakerProber(lambda: self.runtime)
+        self.state.operational = OperationalAlerts(hub.publish_alert)
+        self.arm_operational()
+        self.state.console = ConsoleFeed(self.state.metrics, lambda: self.pipeline.in_flight)
         self._listener: Listener | None = None
         self._stopped = asyncio.Event()
 
@@ -142,6 +152,24 @@ class Sidecar:
         hub = self.state.hub
         return 0 if hub is None else hub.live_sessions
 
+    def arm_operational(self) -> None:
+        """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
+        operational = self.state.operational
+        if operational is not None:
+            policy = self.runtime.policy
+            operational.enabled = policy.alerts.operational
+            operational.on_failure = policy.storage.on_failure
+
+    def reloaded(self, outcome: ReloadOutcome) -> None:
+        """Keep the last reload's result for the console; alert on a failed one."""
+        self.state.last_reload = {
+            "at": iso_utc(outcome.at),
+            "result": "success" if outcome.ok else "failure",
+            "errors": list(outcome.errors),
+        }
+        if not outcome.ok and self.state.operational is not None:
+            self.state.operational.reload_failed(self.config_path, outcome.errors)
+
     def apply(self, loaded: LoadedPolicy) -> None:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
@@ -149,6 +177,7 @@ class Sidecar:
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self.server_state.limits = server_limits(loaded)
+        self.arm_operational()
         policy = runtime.policy
         if self.state.hub is not None:
             self.state.hub.reconfigure(
@@ -173,6 +202,8 @@ class Sidecar:
             await self.state.hub.start()
         self.watcher.start()
         self.prober.start()
+        if self.state.console is not None:
+            self.state.console.start()
         self.state.ready = True
         log.info(
             "sidecar listening",
@@ -203,6 +234,8 @@ class Sidecar:
             self._listener.close()
         await self.watcher.stop()
         await self.prober.stop()
+        if self.state.console is not None:
+            await self.state.console.stop()
         if self.state.hub is not None:
             await self.state.hub.close()
         self.server_state.stop_sweeping()

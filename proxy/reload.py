@@ -16,7 +16,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from policies.errors import PolicyError
 from policies.load import LoadedPolicy, apply_env_overrides, load_policy_text
@@ -26,6 +28,15 @@ log = logging.getLogger("proxy.reload")
 POLL_INTERVAL = 0.25
 
 Signature = tuple[int, int, int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """The last reload's result for the console: when (unix seconds), and its error lines."""
+
+    at: float
+    ok: bool
+    errors: tuple[str, ...]
 
 
 def file_signature(path: str) -> Signature:
@@ -43,11 +54,13 @@ class PolicyWatcher:
         current_sha256: str,
         apply: Callable[[LoadedPolicy], None],
         report: Callable[[bool], None],
+        on_outcome: Callable[[ReloadOutcome], None] | None = None,
     ) -> None:
         self.path = path
         self._sha256 = current_sha256
         self._apply = apply
         self._report = report
+        self._on_outcome = on_outcome
         self._seen: Signature = file_signature(path)
         self._candidate: Signature = self._seen
         self._task: asyncio.Task[None] | None = None
@@ -87,24 +100,26 @@ class PolicyWatcher:
                 raw = handle.read()
         except OSError as error:
             log.error("%s: cannot read policy: %s", self.path, error.strerror)
-            self._report(False)
-            return False
+            return self._done(False, (f"{self.path}: cannot read policy: {error.strerror}",))
         try:
             loaded = load_policy_text(raw, self.path)
         except PolicyError as error:
             log.error("policy rejected, the running policy stays:\n%s", error)
-            self._report(False)
-            return False
+            return self._done(False, tuple(str(error).splitlines()))
         if loaded.sha256 == self._sha256:
             return True
         loaded = dataclasses.replace(loaded, policy=apply_env_overrides(loaded.policy, os.environ))
         try:
             self._apply(loaded)
-        except Exception:
+        except Exception as error:
             log.exception("policy could not be applied, the running policy stays")
-            self._report(False)
-            return False
+            return self._done(False, (f"{self.path}: policy could not be applied: {error}",))
         self._sha256 = loaded.sha256
         log.info("policy reloaded", extra={"hash": loaded.sha256})
-        self._report(True)
-        return True
+        return self._done(True, ())
+
+    def _done(self, ok: bool, errors: tuple[str, ...]) -> bool:
+        self._report(ok)
+        if self._on_outcome is not None:
+            self._on_outcome(ReloadOutcome(time.time(), ok, errors))
+        return ok

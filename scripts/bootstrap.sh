@@ -2,7 +2,7 @@
 # Installs everything the demo and the tests need on a fresh machine: a venv with the
 # project and its test extra, a C compiler when missing and the request path compiled with
 # mypyc (scripts/build_native.py); with --with-system also redis-server (the tests start
-# their own on a free port).
+# their own on a free port) and chromium + chromium-driver (the console's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,6 +18,9 @@ fi
 missing=()
 if [ "${1:-}" = "--with-system" ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # the console's browser tests drive Debian's Chromium through its chromedriver
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
 fi
 command -v cc >/dev/null || missing+=(gcc)
 include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.metrics", 2),
     ("proxy.server", 3),
     ("proxy.reload", 3),
+    ("proxy.console", 3),
     ("proxy.pipeline", 4),
     ("proxy.admin", 5),
     ("proxy.app", 6),

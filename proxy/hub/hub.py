@@ -17,6 +17,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from policies.model import AlertsPolicy, WebSocketPolicy
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import AuthRequired, Forbidden, InvalidToken, ProxyError
@@ -165,6 +167,15 @@ class Hub:
         if accepted.type == ALERT and accepted.severity is not None:
             self._sinks.offer(accepted.severity, with_id(event_id, accepted.payload))
         return 202, {"id": event_id}
+
+    async def publish_alert(self, event: dict[str, Any]) -> int:
+        """The sidecar's own alert: validated and published like an ingested one."""
+        accepted = parse_event(orjson.dumps(event), self._clock.wall())
+        event_id = await self._broker.publish(accepted)
+        self._observer.event_published(accepted.type)
+        if accepted.severity is not None:
+            self._sinks.offer(accepted.severity, with_id(event_id, accepted.payload))
+        return event_id
 
     def connections(self) -> dict[str, Any]:
         by_channel = {channel: len(sessions) for channel, sessions in self._attached.items()}

@@ -3,7 +3,8 @@
 Each sink has its own bounded queue and one background worker, so a sink that is down
 (or slow behind its breaker and retries) only fills its own queue; past `queue` alerts
 the newest are dropped and counted. Ingest only appends to a deque: WebSocket delivery
-never waits for a sink.
+never waits for a sink. The worker renders each alert in its sink's `format` just before
+sending (`sink_formats`).
 
 The send itself is injected (`SendFn`): the app plugs in the upstream client with its
 breaker and retry; `AiohttpSinkSender` is the plain default.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
@@ -21,6 +23,7 @@ import aiohttp
 
 from policies.model import SinkPolicy
 from proxy.hub.events import SEVERITY_RANK
+from proxy.hub.sink_formats import SinkFormatError, render
 
 log = logging.getLogger("proxy.hub.sinks")
 
@@ -108,9 +111,16 @@ class SinkDispatcher:
             while not queue.items:
                 queue.wake.clear()
                 await queue.wake.wait()
-            body = queue.items.popleft()
+            event = queue.items.popleft()
+            policy = queue.policy
             try:
-                outcome = await self._send(queue.policy, body)
+                body = render(policy, event, os.environ)
+            except SinkFormatError as error:
+                log.warning("sink %s: alert not sent: %s", policy.upstream, error)
+                self._observer.sink_delivery(policy.upstream, "failure")
+                continue
+            try:
+                outcome = await self._send(policy, body)
             except Exception:
                 log.exception("sink %s: send failed", queue.policy.upstream)
                 outcome = "failure"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from policies.load import LoadedPolicy
 from policies.model import CircuitBreakerPolicy, Policy
 from proxy.clock import SYSTEM_CLOCK
+from proxy.console.feed import ConsoleFeed
 from proxy.core.backoff import RetryPlanner
 from proxy.core.breaker import CircuitBreaker
 from proxy.core.budget import RetryBudget
@@ -23,6 +24,7 @@ from proxy.core.headers import TrustedProxies
 from proxy.core.identity import TokenVerifier
 from proxy.core.routing import RouteTable
 from proxy.hub.hub import Hub
+from proxy.hub.operational import OperationalAlerts
 from proxy.metrics import Metrics
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.server.own_routes import OwnRoutes
@@ -92,6 +94,8 @@ class State:
 
     def _on_fallback(self, active: bool) -> None:
         self.metrics.storage_fallback(active)
+        if self.operational is not None:
+            self.operational.storage_fallback(active)
         if active:
             self.degraded.add("redis")
             log.warning("rate-limit store unavailable: on_failure policy in effect")
@@ -102,6 +106,12 @@ class State:
     ready: bool = False
     draining: bool = False
     degraded: set[str] = field(default_factory=set)
+    operational: OperationalAlerts | None = None
+    """The sidecar's own alerts (told of transitions and fallbacks); None without a hub."""
+    last_reload: dict[str, object] | None = None
+    """`{"at", "result", "errors"}` of the last reload (the console's); None before one."""
+    console: ConsoleFeed | None = None
+    """The console's route history and overview (set by the app once it runs)."""
 
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():
@@ -119,6 +129,8 @@ class State:
 
     def on_transition(self, event: BreakerTransition) -> None:
         self.metrics.breaker_transition(event)
+        if self.operational is not None:
+            self.operational.breaker_transition(event)
         level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
         log.log(
             level,

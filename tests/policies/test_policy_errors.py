@@ -112,3 +112,24 @@ def test_passwords_in_echoed_values_are_masked() -> None:
     [line] = problems("upstreams: { app: { url: 'redis://:hunter2@h:1' } }\n")
     assert "hunter2" not in line
     assert "'redis://:***@h:1' is not an http:// URL" in line
+
+
+def test_sink_formats_and_the_pagerduty_routing_key_variable() -> None:
+    text = (
+        "version: 1\n"
+        "upstreams: { hooks: { url: 'http://127.0.0.1:9' } }\n"
+        "alerts:\n"
+        "  sinks:\n"
+        "    - { upstream: hooks, format: pagerduty }\n"
+        "    - { upstream: hooks, format: teams }\n"
+        "    - { upstream: hooks, format: pagerduty, routing_key_env: 'NOT A NAME' }\n"
+        "    - { upstream: hooks, format: slack }\n"
+    )
+    assert problems(text) == [
+        f"broken.yaml:{where(text, 'pagerduty }')}: alerts.sinks[0].format: pagerduty needs "
+        "routing_key_env (the key's variable)",
+        f"broken.yaml:{where(text, 'teams')}: alerts.sinks[1].format: must be one of: json, "
+        "slack, pagerduty, alertmanager, got 'teams'",
+        f"broken.yaml:{where(text, 'NOT A NAME', -1)}: alerts.sinks[2].routing_key_env: "
+        "'NOT A NAME' is not an environment variable name",
+    ]
