@@ -106,6 +106,13 @@ class ServerPolicy:
     max_connections: int = setting(
         10_000, "open client connections per process; past it new ones are closed", minimum=1
     )
+    request_buffer_bytes: int = setting(
+        65_536, "a body up to this size is read whole before the first attempt", minimum=0
+    )
+    client_body_timeout: Duration = setting(
+        10.0, "longest wait between bytes of a body being read whole; 408 past it",
+        exclusive_minimum=0,
+    )  # fmt: skip
 
     @property
     def host(self) -> str:

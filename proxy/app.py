@@ -58,6 +58,8 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
         header_timeout=server.header_timeout,
         keepalive_timeout=server.keepalive_timeout,
         max_connections=server.max_connections,
+        request_buffer_bytes=server.request_buffer_bytes,
+        client_body_timeout=server.client_body_timeout,
     )
 
 

@@ -102,6 +102,8 @@ class ServerLimits:
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
     max_connections: int = 10_000
+    request_buffer_bytes: int = 65_536
+    client_body_timeout: float = 10.0
 
 
 class Cancellable(Protocol):
@@ -399,6 +401,8 @@ class ClientConnection:
             if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
                 self._resume_reading()  # after `busy` is set: what it parses waits its turn
             try:
+                if body is not None and not body.done:
+                    await self._buffer_body(head, body)
                 await self.state.handler(self, head, body)
             except asyncio.CancelledError:
                 raise
@@ -416,6 +420,18 @@ class ClientConnection:
             if self._closing_after or self.state.draining:
                 self.close()
                 return
+
+    async def _buffer_body(self, head: RequestHead, body: RequestBody) -> None:
+        """Read a small body whole before anything is sent upstream (as nginx does): a
+        client that stalls its body then costs an upstream nothing, and its 408 is its own
+        fault, never an upstream failure (CONTRACT 14). Larger bodies stream."""
+        limits = self.state.limits
+        if head.content_length is not None and head.content_length > limits.request_buffer_bytes:
+            return
+        if head.expect_continue:
+            self.send_continue()
+            head.expect_continue = False  # answered: the body is read here, not by an attempt
+        await body.wait_buffered(limits.request_buffer_bytes, limits.client_body_timeout)
 
     def _begin_response(self, head: RequestHead) -> None:
         self.busy = True

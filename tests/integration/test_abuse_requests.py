@@ -179,3 +179,39 @@ async def test_header_injection_through_claims_is_401(upstream, sidecar, claims)
     assert status_codes(raw) == [401], raw
     assert bodies(raw)[0]["error"] == "invalid_token"
     assert upstream.seen == []
+
+
+async def test_a_body_announced_and_never_sent_is_408_and_trips_no_breaker(
+    upstream, sidecar_factory
+) -> None:
+    sidecar = sidecar_factory(
+        upstream.url,
+        server={"client_body_timeout": "500ms"},
+        upstreams={"inventory": {"circuit_breaker": {"failure_threshold": 1}}},
+    )
+    stalled = b"POST /echo/stalled HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhalf!"
+    for _ in range(3):
+        raw = await exchange(sidecar.port, stalled)
+        assert status_codes(raw) == [408], raw
+        assert bodies(raw)[0]["error"] == "request_timeout"
+    assert upstream.seen == []
+    admin = f"Authorization: Bearer {token('1', 'admin')}"
+    raw = await exchange(
+        sidecar.port,
+        get("/api/v1/resilience/circuit-breakers/inventory", admin, "Connection: close"),
+    )
+    stats = bodies(raw)[0]
+    assert (stats["state"], stats["total_calls"], stats["total_failures"]) == ("closed", 0, 0)
+
+
+async def test_a_small_body_sent_slowly_is_read_whole_then_forwarded(upstream, sidecar) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port)
+    writer.write(b"POST /echo/slow-body HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabc")
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the rest comes later, within client_body_timeout
+    assert upstream.seen == []  # nothing goes upstream before the body is whole
+    writer.write(b"def")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert upstream.hits("/echo/slow-body")[0].body == b"abcdef"
