@@ -1,7 +1,12 @@
 """The sidecar's own cost per request, without sockets: a figure this VM's noise can't move.
 
-    python bench/hotpath.py [--case plain|identity|memory] [--requests 20000]
+    python bench/hotpath.py [--case plain|identity|memory|access-log|sampled] [--requests N]
     python bench/hotpath.py --case memory --instructions     # needs valgrind
+
+`plain` carries W3C trace context (unsampled, as every request does); `access-log` adds a
+JSON access line per request (written to /dev/null); `sampled` records every request as
+spans for an OTLP exporter (queued; the encoding and the POST happen off the request path
+and are measured by bench/tracing.py).
 
 The real protocol objects (client connection, pipeline, upstream connection) are driven
 in-process: a request's bytes go into the client connection, the upstream's canned answer
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ensure_tools
 from policies.load import load_policy
+from proxy import logs
 from proxy.app import Sidecar
 from proxy.server.http11 import ClientConnection
 from proxy.upstream.connection import UpstreamConnection
@@ -45,7 +52,7 @@ ANSWER = (
     b"Content-Type: application/json\r\nContent-Length: 23\r\nConnection: keep-alive\r\n"
     b'\r\n{"items":[],"total":0}\n'
 )
-CASES = ("plain", "identity", "memory")
+CASES = ("plain", "identity", "memory", "access-log", "sampled")
 WARM_UP = 1000
 """Requests before timing: caches filled, the token verified once."""
 
@@ -57,6 +64,10 @@ def policy(case: str) -> dict[str, object]:
         "upstreams": {"inventory": {"url": "http://127.0.0.1:2"}},
         "routes": [{"name": "inventory", "path_prefix": "/", "upstream": "inventory"}],
     }
+    if case == "access-log":
+        doc["server"] = {"listen": "127.0.0.1:1", "max_in_flight": 2048, "access_log": True}
+    if case == "sampled":
+        doc["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9/v1/traces", "sample_ratio": 1.0}
     if case == "memory":
         doc["rate_limits"] = {
             "roles": {"viewer": HUGE},
@@ -67,7 +78,7 @@ def policy(case: str) -> dict[str, object]:
 
 
 def request(case: str) -> bytes:
-    if case == "plain":
+    if case in ("plain", "access-log", "sampled"):
         return REQUEST
     claims = {"sub": "user-1", "role": "viewer", "exp": int(time.time()) + 3600}
     token = jwt.encode(claims, SECRET, algorithm="HS256").encode()
@@ -100,6 +111,13 @@ class FakeTransport(asyncio.Transport):
 
 async def run(case: str, requests: int, repeats: int) -> list[float]:
     """Microseconds per request of each repeat (one warm-up round first)."""
+    if case == "access-log":
+        sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - the process's
+        sink.setFormatter(logs.JsonFormatter())
+        access = logging.getLogger("proxy.access")
+        access.handlers[:] = [sink]
+        access.propagate = False
+        access.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "policy.yaml"
         path.write_text(yaml.safe_dump(policy(case)))

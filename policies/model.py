@@ -113,6 +113,9 @@ class ServerPolicy:
         10.0, "longest wait between bytes of a body being read whole; 408 past it",
         exclusive_minimum=0,
     )  # fmt: skip
+    access_log: bool = setting(
+        False, "one JSON line per request on stdout (logger proxy.access); or --access-log"
+    )
 
     @property
     def host(self) -> str:
@@ -332,6 +335,21 @@ class AdminPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingPolicy:
+    otlp_endpoint: str | None = setting(
+        None,
+        "OTLP/HTTP traces URL (e.g. http://otel-collector:4318/v1/traces); null: no export",
+        pattern="^https?://",
+        expected="an http:// or https:// URL",
+    )
+    sample_ratio: float = setting(
+        0.01, "share of new traces sampled; an incoming sampled flag is followed",
+        minimum=0, maximum=1,
+    )  # fmt: skip
+    service_name: str = setting("resilience-sidecar", "service.name of the exported spans")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: Literal[1] = setting(1, "policy format version")
     server: ServerPolicy = setting(factory=ServerPolicy, doc="the listener")
@@ -343,3 +361,4 @@ class Policy:
     websocket: WebSocketPolicy = setting(factory=WebSocketPolicy, doc="WebSocket hub")
     alerts: AlertsPolicy = setting(factory=AlertsPolicy, doc="alert ingest and sinks")
     admin: AdminPolicy = setting(factory=AdminPolicy, doc="admin endpoints")
+    tracing: TracingPolicy = setting(factory=TracingPolicy, doc="W3C trace context, OTLP spans")

@@ -20,6 +20,7 @@ from typing import cast
 import uvloop
 
 from policies.load import LoadedPolicy
+from policies.model import TracingPolicy
 from proxy import logs
 from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
@@ -34,6 +35,7 @@ from proxy.hub.operational import OperationalAlerts
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
+from proxy.pipeline.observe import Observer
 from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
@@ -42,6 +44,7 @@ from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.tracing.exporter import SpanExporter
 
 log = logging.getLogger("proxy.app")
 
@@ -66,8 +69,13 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
 class Sidecar:
     def __init__(self, loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> None:
         self.config_path = config_path
+        self.access_log_flag = access_log
+        """`--access-log`: the access log is on whatever the policy says."""
+        self.exporter: SpanExporter | None = None
+        self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
-        self.pipeline = Pipeline(self.build(loaded), access_log)
+        self.pipeline = Pipeline(self.build(loaded))
+        self.state.metrics.watch_in_flight(lambda: self.pipeline.in_flight)
         hub = self.state.hub = self.make_hub(self.runtime)
         self.server_state = ServerState(
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
@@ -114,11 +122,31 @@ class Sidecar:
             state=self.state,
             metrics=self.state.metrics,
             max_in_flight=policy.server.max_in_flight,
+            observer=self.observer(policy.server.access_log, policy.tracing),
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
         self.state.metrics.set_policy(loaded.sha256)
         return runtime
+
+    def observer(self, access_log: bool, tracing: TracingPolicy) -> Observer:
+        """The access log and trace context for a policy; the exporter is kept across
+        reloads while its endpoint and service name stay the same."""
+        exporter = self.exporter
+        wanted = (tracing.otlp_endpoint, tracing.service_name)
+        if exporter is not None and (exporter.endpoint, exporter.service_name) != wanted:
+            self._retired_exporters.append(exporter)
+            exporter = self.exporter = None
+        if exporter is None and tracing.otlp_endpoint is not None:
+            self.state.metrics.tracing_configured()
+            exporter = self.exporter = SpanExporter(
+                tracing.otlp_endpoint, tracing.service_name, self.state.metrics.trace_spans_dropped
+            )
+        return Observer(
+            self.access_log_flag or access_log,
+            tracing.sample_ratio,
+            exporter.submit if exporter is not None else None,
+        )
 
     def make_hub(self, runtime: Runtime) -> Hub:
         policy = runtime.policy
@@ -178,6 +206,7 @@ class Sidecar:
             log.warning("server.listen changed: it takes effect at the next restart")
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
+        self._sync_exporters()
         self.server_state.limits = server_limits(loaded)
         self.arm_operational()
         policy = runtime.policy
@@ -200,6 +229,7 @@ class Sidecar:
             reuse_port,
         )
         self.server_state.start_sweeping()
+        self._sync_exporters()
         if self.state.hub is not None:
             await self.state.hub.start()
         self.watcher.start()
@@ -211,6 +241,14 @@ class Sidecar:
             "sidecar listening",
             extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
         )
+
+    def _sync_exporters(self) -> None:
+        """Start the current span exporter; retired ones send what they hold, then stop."""
+        if self.exporter is not None:
+            self.exporter.start()
+        retired, self._retired_exporters = self._retired_exporters, []
+        for exporter in retired:
+            asyncio.get_running_loop().create_task(exporter.close())
 
     def reload_now(self) -> None:
         self.watcher.reload()
@@ -248,6 +286,8 @@ class Sidecar:
         for store in [self.state.store, *self.state.retired_stores]:
             if store is not None:
                 await store.close()
+        if self.exporter is not None:
+            await self.exporter.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -298,7 +338,7 @@ def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: in
 
 
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:
-    logs.configure(access_log)
+    logs.configure()
     workers = loaded.policy.server.workers
     try:
         load_key_material(loaded.policy.auth.jwt, os.environ)

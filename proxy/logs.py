@@ -32,10 +32,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure(access_log: bool) -> None:
+def configure() -> None:
+    """Diagnostics on stderr; the access log (logger `proxy.access`) alone on stdout, so it
+    can be shipped apart. Whether access lines are written is the pipeline's decision
+    (`--access-log` or `server.access_log`, which a reload may turn on or off)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    logging.getLogger("proxy.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    access = logging.StreamHandler(sys.stdout)
+    access.setFormatter(JsonFormatter())
+    access_logger = logging.getLogger("proxy.access")
+    access_logger.handlers[:] = [access]
+    access_logger.propagate = False
+    access_logger.setLevel(logging.INFO)

@@ -9,19 +9,21 @@ scrape. Children are cached: `labels()` costs a lock and a dict walk per call.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, cast
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
+    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -47,27 +49,25 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 _BUCKETS: Final = len(LATENCY_BUCKETS)
+_BOUNDS: Final = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
 
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
 
 
-class RouteSeries:
-    """One (route, method) pair's request counts by status code and its latency histogram."""
+class LatencySeries:
+    """One label set's latency histogram, as per-bucket counts summed up at scrape."""
 
-    __slots__ = ("codes", "counts", "labels", "seconds")
+    __slots__ = ("counts", "labels", "seconds")
 
     def __init__(self, labels: tuple[str, str]) -> None:
         self.labels = labels
-        self.codes: dict[int, int] = {}
         self.counts = [0] * (_BUCKETS + 1)
         """Per-bucket counts (not cumulative), then the +Inf bucket."""
         self.seconds = 0.0
 
-    def observe(self, code: int, seconds: float) -> None:
-        codes = self.codes
-        codes[code] = codes.get(code, 0) + 1
+    def observe_seconds(self, seconds: float) -> None:
         # A scan from the smallest bound: most requests stop at the first (no bisect call,
         # which would box the bounds).
         i = 0
@@ -75,6 +75,28 @@ class RouteSeries:
             i += 1
         self.counts[i] += 1
         self.seconds += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0.0, []
+        for bound, count in zip(_BOUNDS, list(self.counts), strict=True):
+            cumulative += count
+            out.append((bound, cumulative))
+        return out
+
+
+class RouteSeries(LatencySeries):
+    """One (route, method) pair's request counts by status code and its latency histogram."""
+
+    __slots__ = ("codes",)
+
+    def __init__(self, labels: tuple[str, str]) -> None:
+        super().__init__(labels)
+        self.codes: dict[int, int] = {}
+
+    def observe(self, code: int, seconds: float) -> None:
+        codes = self.codes
+        codes[code] = codes.get(code, 0) + 1
+        self.observe_seconds(seconds)
 
 
 class AnswerCounts:
@@ -110,6 +132,11 @@ class HotPathCollector:
         """Primed at zero; the counts are in `rules`, added at scrape."""
         self.rules: dict[str, dict[str, int]] = {}
         """Per rule, its decisions by label (a str key, not a fresh tuple per request)."""
+        self.attempt_seconds: dict[str, dict[str, LatencySeries]] = {}
+        """By upstream, then outcome: each attempt's time to its response head (or failure);
+        nested so that no tuple key is built per attempt."""
+        self.in_flight: Callable[[], int] | None = None
+        """Reads the requests being proxied at scrape (the pipeline's own count)."""
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -125,14 +152,22 @@ class HotPathCollector:
             "Time from request head to response end",
             labels=["route", "method"],
         )
-        bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
         for one in series:
-            cumulative, buckets = 0.0, []
-            for bound, count in zip(bounds, list(one.counts), strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            duration.add_metric(list(one.labels), buckets, one.seconds)
+            duration.add_metric(list(one.labels), one.buckets(), one.seconds)
         yield duration
+        per_attempt = HistogramMetricFamily(
+            PREFIX + "upstream_duration_seconds",
+            "Time of one upstream attempt, to its response head",
+            labels=["upstream", "outcome"],
+        )
+        for by_outcome in list(self.attempt_seconds.values()):
+            for latency in list(by_outcome.values()):
+                per_attempt.add_metric(list(latency.labels), latency.buckets(), latency.seconds)
+        yield per_attempt
+        if self.in_flight is not None:
+            gauge = GaugeMetricFamily(PREFIX + "in_flight", "Requests being proxied")
+            gauge.add_metric([], self.in_flight())
+            yield gauge
         attempts, breaker_calls = dict(self.attempts), dict(self.breaker_calls)
         for upstream, answers in list(self.answers.items()):
             for totals in (attempts, breaker_calls):
@@ -165,6 +200,9 @@ class Metrics:
         p = PREFIX
         self.hot = HotPathCollector()
         r.register(cast(Collector, self.hot))
+        ProcessCollector(registry=r)  # the standard process_* series, unprefixed
+        self.spans_dropped: Counter | None = None
+        """`trace_spans_dropped_total`, declared once an OTLP endpoint is configured."""
         self.retries = Counter(
             p + "retries_total", "Retries made", ["upstream", "reason"], registry=r
         )
@@ -278,6 +316,31 @@ class Metrics:
             answers.failed += 1
         else:
             answers.ok += 1
+
+    def attempt_took(self, upstream: str, outcome: str, seconds: float) -> None:
+        """`upstream_duration_seconds`: one attempt, to its response head or its failure."""
+        by_outcome = self.hot.attempt_seconds.get(upstream)
+        if by_outcome is None:
+            by_outcome = self.hot.attempt_seconds[upstream] = {}
+        latency = by_outcome.get(outcome)
+        if latency is None:
+            latency = by_outcome[outcome] = LatencySeries((upstream, outcome))
+        latency.observe_seconds(seconds)
+
+    def watch_in_flight(self, count: Callable[[], int]) -> None:
+        self.hot.in_flight = count
+
+    def tracing_configured(self) -> None:
+        if self.spans_dropped is None:
+            self.spans_dropped = Counter(
+                PREFIX + "trace_spans_dropped_total",
+                "Spans not exported (queue full, collector down or refusing)",
+                registry=self.registry,
+            )
+
+    def trace_spans_dropped(self, n: int) -> None:
+        if self.spans_dropped is not None:
+            self.spans_dropped.inc(n)
 
     def upstream_attempt(self, upstream: str, outcome: str) -> None:
         attempts = self.hot.attempts

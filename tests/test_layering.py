@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.upstream", 2),
     ("proxy.hub", 2),
     ("proxy.metrics", 2),
+    ("proxy.tracing", 2),
     ("proxy.server", 3),
     ("proxy.reload", 3),
     ("proxy.console", 3),

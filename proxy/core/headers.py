@@ -25,9 +25,18 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
-# Set by the sidecar from its own knowledge; a client's copy is never believed.
+# Set by the sidecar from its own knowledge; a client's copy is never believed (a valid
+# `traceparent` is continued, with the sidecar's span as the parent: proxy/core/tracecontext).
 REPLACED_ON_REQUEST: frozenset[bytes] = frozenset(
-    {b"x-user-id", b"x-user-role", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id"}
+    {
+        b"x-user-id",
+        b"x-user-role",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+        b"traceparent",
+        b"tracestate",
+    }
 )
 
 # Framing headers the server rewrites itself on a response.

@@ -14,6 +14,7 @@ requests in flight finish on the policy they began under.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -22,13 +23,13 @@ from proxy.core.routing import Route
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.identity import identify, identity_headers
+from proxy.pipeline.observe import CLIENT_CLOSED, RequestNote
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import RequestBody, RequestHead
 from proxy.server.responses import error_headers
 
-log = logging.getLogger("proxy.access")
 failures = logging.getLogger("proxy.server")
 
 SIDECAR_ROUTE = "sidecar"
@@ -39,7 +40,16 @@ class PendingDecision:
     """A fast-path request waiting for its rate-limit decision; the client leaving cancels
     it (the decision, already recorded by the store, is then dropped)."""
 
-    __slots__ = ("conn", "forwarded_for", "head", "identity", "pipeline", "route", "settled")
+    __slots__ = (
+        "conn",
+        "forwarded_for",
+        "head",
+        "identity",
+        "note",
+        "pipeline",
+        "route",
+        "settled",
+    )
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class PendingDecision:
         route: Route,
         identity: Identity,
         forwarded_for: bytes,
+        note: RequestNote,
     ) -> None:
         self.pipeline = pipeline
         self.conn = conn
@@ -56,6 +67,7 @@ class PendingDecision:
         self.route = route
         self.identity = identity
         self.forwarded_for = forwarded_for
+        self.note = note
         self.settled = False
         """Decided or cancelled, whichever came first: the other is then ignored."""
 
@@ -68,6 +80,7 @@ class PendingDecision:
         if not self.settled:
             self.settled = True
             self.pipeline.in_flight -= 1
+            self.pipeline.gone(self.conn, self.head, self.route.name, self.note)
 
 
 class Pipeline:
@@ -79,10 +92,9 @@ class Pipeline:
     way, for everything `fast()` declines.
     """
 
-    def __init__(self, runtime: Runtime, access_log: bool = False) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.in_flight = 0
-        self.access_log = access_log
 
     def fast(self, conn: ClientConnection, head: RequestHead) -> bool:
         """Take a request without a body now; False leaves it to `handle` (nothing done)."""
@@ -98,6 +110,8 @@ class Pipeline:
         except ProxyError:
             return False
         forwarded_for, client_ip = runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
+        note = RequestNote(runtime.observer.trace(head.traceparent, head.tracestate), client_ip)
+        note.identity = identity
         limits = b""
         self.in_flight += 1
         try:
@@ -108,30 +122,32 @@ class Pipeline:
                     decision = limiter.store.decide_now(checks)
                     if decision is None:
                         # The store answers later (Redis): the decision's callback goes on.
-                        pending = PendingDecision(self, conn, head, route, identity, forwarded_for)
+                        pending = PendingDecision(
+                            self, conn, head, route, identity, forwarded_for, note
+                        )
                         conn.active = pending
                         limiter.store.decide_then(checks, pending.decided)
                         return True
                     limits = limiter.verdict(decision)
-            self._forward(conn, head, route, identity, forwarded_for, limits)
+            self._forward(conn, head, route, identity, forwarded_for, limits, note)
         except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits)
+            self._refuse(conn, head, route.name, error, limits, note)
         return True
 
     def decided(self, pending: PendingDecision, result: Decision | Exception) -> None:
         """A fast-path request's decision came (a store that answers later): go on."""
-        conn, head, route = pending.conn, pending.head, pending.route
+        conn, head, route, note = pending.conn, pending.head, pending.route, pending.note
         limits = b""
         try:
             if isinstance(result, Exception):
                 raise ProxyError("the rate-limit store failed") from result
             limits = self.runtime.limiter.verdict(result)
-            self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits)
+            self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits, note)
         except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits)
+            self._refuse(conn, head, route.name, error, limits, note)
         except Exception:  # runs in the store's batch: answer this request, spare the rest
             failures.exception("forwarding failed", extra={"request_id": head.request_id.decode()})
-            self._refuse(conn, head, route.name, ProxyError("internal error"), limits)
+            self._refuse(conn, head, route.name, ProxyError("internal error"), limits, note)
 
     def _forward(
         self,
@@ -141,11 +157,12 @@ class Pipeline:
         identity: Identity,
         forwarded_for: bytes,
         limits: bytes,
+        note: RequestNote,
     ) -> None:
         """Start the exchange by callbacks; raises Overloaded (the upstream is full)."""
         exchange = Exchange(
             conn, head, None, route, self.runtime, limits,
-            identity_headers(identity), forwarded_for, head.received_at,
+            identity_headers(identity), forwarded_for, head.received_at, note,
         )  # fmt: skip
         exchange.identity = identity
         conn.active = exchange
@@ -158,11 +175,12 @@ class Pipeline:
         route_name: str,
         error: ProxyError,
         limits: bytes,
+        note: RequestNote,
     ) -> None:
         """A request of the fast path that ends before any attempt: answer, count, go on."""
         self.in_flight -= 1
-        self._answer_error(conn, head, error, limits)
-        self._done(conn, head, route_name, self.runtime)
+        self._answer_error(conn, head, error, limits, note)
+        self._done(conn, head, route_name, self.runtime, note, None)
         conn.request_done()
 
     def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
@@ -173,12 +191,32 @@ class Pipeline:
             if exchange.identity is not None:
                 runtime.limiter.record_forwarded(exchange.identity, head.path)
         else:
-            self._answer_error(conn, head, error, exchange.extra_lines)
-        self._done(conn, head, exchange.route_name, runtime)
+            self._answer_error(conn, head, error, exchange.extra_lines, exchange.note)
+        self._done(conn, head, exchange.route_name, runtime, exchange.note, None)
         conn.request_done()
 
     def exchange_gone(self, exchange: Exchange) -> None:
         self.in_flight -= 1
+        self.gone(exchange.client, exchange.head, exchange.route_name, exchange.note)
+
+    def gone(
+        self, conn: ClientConnection, head: RequestHead, route_name: str, note: RequestNote | None
+    ) -> None:
+        """The client left before its answer: logged as 499 `client_closed`, never sent."""
+        if note is not None:
+            note.reason = "client_closed"
+        self.runtime.observer.finished(
+            request_id=head.request_id,
+            method=head.method,
+            path=head.path,
+            route=route_name,
+            status=CLIENT_CLOSED,
+            received_at=head.received_at,
+            now=time.monotonic(),
+            bytes_in=head.content_length or 0,
+            bytes_out=conn.bytes_out,
+            note=note,
+        )
 
     async def handle(
         self, conn: ClientConnection, head: RequestHead, body: RequestBody | None
@@ -186,6 +224,7 @@ class Pipeline:
         runtime = self.runtime
         route_name = UNMATCHED_ROUTE
         limits = b""
+        note: RequestNote | None = None
         try:
             own = runtime.own_endpoints.match(head.path)
             if own is not None:
@@ -196,33 +235,46 @@ class Pipeline:
                 if route is None:
                     raise NotFound(f"no route for {head.path.decode('latin-1')!r}", code="no_route")
                 route_name = route.name
-                if self.in_flight >= runtime.max_in_flight:
-                    raise Overloaded("the sidecar has too many requests in flight")
                 forwarded_for, client_ip = runtime.trusted.forwarded_for(
                     head.peer_ip, head.forwarded_for
                 )
+                note = RequestNote(
+                    runtime.observer.trace(head.traceparent, head.tracestate), client_ip
+                )
+                if self.in_flight >= runtime.max_in_flight:
+                    raise Overloaded("the sidecar has too many requests in flight")
                 self.in_flight += 1
                 try:
-                    identity = identify(head, runtime)
+                    identity = note.identity = identify(head, runtime)
                     limits = await runtime.limiter.check(
                         identity, client_ip, head.path, head.method
                     )
                     exchange = Exchange(
                         conn, head, body, route, runtime, limits, identity_headers(identity),
-                        forwarded_for, time.monotonic(),
+                        forwarded_for, time.monotonic(), note,
                     )  # fmt: skip
                     await exchange.run()
                     runtime.limiter.record_forwarded(identity, head.path)
                 finally:
                     self.in_flight -= 1
         except ProxyError as error:
-            self._answer_error(conn, head, error, limits)
-        self._done(conn, head, route_name, runtime)
+            self._answer_error(conn, head, error, limits, note)
+        except asyncio.CancelledError:
+            self.gone(conn, head, route_name, note)
+            raise
+        self._done(conn, head, route_name, runtime, note, body)
 
     @staticmethod
     def _answer_error(
-        conn: ClientConnection, head: RequestHead, error: ProxyError, limits: bytes
+        conn: ClientConnection,
+        head: RequestHead,
+        error: ProxyError,
+        limits: bytes,
+        note: RequestNote | None,
     ) -> None:
+        if note is not None:
+            fields = error.fields
+            note.refused(error.code, fields.get("rule"), fields.get("breaker"))
         if conn.response_started:
             conn.abort()
         else:
@@ -230,18 +282,27 @@ class Pipeline:
             conn.send_response(head, error.status, error_headers(error), error.body(), limits)
 
     def _done(
-        self, conn: ClientConnection, head: RequestHead, route_name: str, runtime: Runtime
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        route_name: str,
+        runtime: Runtime,
+        note: RequestNote | None,
+        body: RequestBody | None,
     ) -> None:
-        seconds = time.monotonic() - head.received_at
-        runtime.metrics.request_done(route_name, head.method, conn.status, seconds)
-        if self.access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": head.request_id.decode("latin-1"),
-                    "route": route_name,
-                    "method": head.method.decode("latin-1"),
-                    "status": conn.status,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
+        now = time.monotonic()
+        runtime.metrics.request_done(route_name, head.method, conn.status, now - head.received_at)
+        observer = runtime.observer
+        if observer.access_log or (note is not None and note.trace.recorded):
+            observer.finished(
+                request_id=head.request_id,
+                method=head.method,
+                path=head.path,
+                route=route_name,
+                status=conn.status,
+                received_at=head.received_at,
+                now=now,
+                bytes_in=body.size if body is not None else head.content_length or 0,
+                bytes_out=conn.bytes_out,
+                note=note,
             )

@@ -33,6 +33,7 @@ def upstream_head(
     forwarded_for: bytes,
     forwarded_proto: bytes,
     identity_headers: Headers,
+    trace_lines: bytes,
 ) -> bytes:
     """The request head sent upstream: client headers minus hop-by-hop, plus ours.
 
@@ -56,8 +57,11 @@ def upstream_head(
         framing = b""
     return (
         b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
-        b"x-request-id: %s\r\n%s%s\r\n"
-    ) % (head.method, target, kept, forwarded_for, forwarded_proto, head.request_id, ours, framing)
+        b"x-request-id: %s\r\n%s%s%s\r\n"
+    ) % (
+        head.method, target, kept, forwarded_for, forwarded_proto, head.request_id, trace_lines,
+        ours, framing,
+    )  # fmt: skip
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:

@@ -29,6 +29,7 @@ from proxy.core.breaker import Permit
 from proxy.core.identity import Identity
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
 from proxy.core.routing import Route
+from proxy.core.tracecontext import new_span_id
 from proxy.errors import (
     CircuitOpen,
     Overloaded,
@@ -37,6 +38,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.pipeline.forward import Attempt, Relay, upstream_head
+from proxy.pipeline.observe import RequestNote
 from proxy.pipeline.runtime import Runtime
 from proxy.upstream.connection import (
     AttemptTimeout,
@@ -98,6 +100,7 @@ class Exchange:
         identity_headers: Headers,
         forwarded_for: bytes,
         now: float,
+        note: RequestNote,
     ) -> None:
         """Raises Overloaded when the upstream has `max_in_flight` requests already."""
         self.name = name = route.upstream.name
@@ -116,9 +119,16 @@ class Exchange:
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
             proto = b"http"
         target = route.upstream_target(head.target) if route.strip_prefix else None
+        self.note = note
+        note.upstream = name
+        trace = note.trace
+        # The upstream's parent-id: this attempt's client span when the trace is recorded,
+        # else the sidecar's span (no client spans are kept then).
+        self.span_id = span_id = new_span_id() if trace.recorded else trace.span_id
         self.head_bytes = upstream_head(
-            head, target or route.base + head.target, forwarded_for, proto, identity_headers
-        )
+            head, target or route.base + head.target, forwarded_for, proto, identity_headers,
+            trace.header_lines(span_id),
+        )  # fmt: skip
         if route.deadline_s is not None:
             self.deadline = now + route.deadline_s
         guard.budget.record_request(now)
@@ -140,6 +150,17 @@ class Exchange:
             self.kept = None
         return permit
 
+    def _attempt_head(self) -> bytes:
+        """The request head for this attempt: a retry of a recorded trace names its own
+        client span as the parent-id, so each attempt is a span of its own."""
+        if self.attempt_no == 1 or not self.note.trace.recorded:
+            return self.head_bytes
+        old, self.span_id = self.span_id, new_span_id()
+        at = self.head_bytes.find(b"-" + old + b"-")
+        head_bytes = self.head_bytes[: at + 1] + self.span_id + self.head_bytes[at + 17 :]
+        self.head_bytes = head_bytes
+        return head_bytes
+
     def _timeout(self, now: float) -> float:
         timeout = self.pool.policy.timeout
         if self.deadline is not None:
@@ -151,8 +172,12 @@ class Exchange:
         response = attempt.response
         assert response is not None
         status = response.status
-        self.guard.breaker.record_outcome(permit, STATUS, status, time.monotonic() - sent_at)
+        now = time.monotonic()
+        self.guard.breaker.record_outcome(permit, STATUS, status, now - sent_at)
         self.metrics.attempt_answered(self.name, status >= 500)
+        outcome = "failure" if status >= 500 else "success"
+        self.metrics.attempt_took(self.name, outcome, now - sent_at)
+        self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, status, outcome)
         self.kept = attempt
         self.last_failure = None
         if status not in self.guard.planner.retry_statuses:
@@ -166,9 +191,13 @@ class Exchange:
     ) -> float | None:
         """Record a failed attempt; raises when it must not be sent again."""
         kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-        self.guard.breaker.record_outcome(permit, kind, 0, time.monotonic() - sent_at)
+        now = time.monotonic()
+        self.guard.breaker.record_outcome(permit, kind, 0, now - sent_at)
         self.metrics.breaker_call(self.name, "failure")
-        self.metrics.upstream_attempt(self.name, attempt_label(kind, True))
+        label = attempt_label(kind, True)
+        self.metrics.upstream_attempt(self.name, label)
+        self.metrics.attempt_took(self.name, label, now - sent_at)
+        self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, 0, label)
         self.last_failure = _failure_error(self.name, kind)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
         if sent and not self._safe_to_resend():
@@ -234,7 +263,7 @@ class Exchange:
                 sent_at = time.monotonic()
                 try:
                     await attempt.send(
-                        self.head, self.head_bytes, body, self.attempt_no == 1,
+                        self.head, self._attempt_head(), body, self.attempt_no == 1,
                         self._timeout(sent_at),
                     )  # fmt: skip
                 except UpstreamFailure as failure:

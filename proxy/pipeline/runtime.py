@@ -26,6 +26,7 @@ from proxy.core.routing import RouteTable
 from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
 from proxy.metrics import Metrics
+from proxy.pipeline.observe import Observer
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.server.own_routes import OwnRoutes
 from proxy.storage.base import LimitStore
@@ -186,6 +187,8 @@ class Runtime:
     metrics: Metrics
     max_in_flight: int
     """`server.max_in_flight`, read on every request."""
+    observer: Observer
+    """The access log and the trace context (sampling, span export) for this policy."""
 
     @property
     def policy(self) -> Policy:

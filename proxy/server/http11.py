@@ -56,6 +56,8 @@ _NOTED = frozenset(
         b"content-length",
         b"expect",
         b"idempotency-key",
+        b"traceparent",
+        b"tracestate",
         b"transfer-encoding",
         b"upgrade",
         b"x-forwarded-for",
@@ -91,6 +93,11 @@ def _note(head: RequestHead, name: bytes, value: bytes) -> None:
         head.idempotency_key = head.idempotency_key or value
     elif name == b"connection":
         head.connection = head.connection or value
+    elif name == b"traceparent":
+        head.traceparent = value if head.traceparent is None else b""
+    elif name == b"tracestate":
+        state = head.tracestate
+        head.tracestate = value if state is None else state + b"," + value
     else:
         head.upgrade = head.upgrade or value
 
@@ -183,6 +190,7 @@ class ClientConnection:
         "_write_waiters",
         "active",
         "busy",
+        "bytes_out",
         "chunked_out",
         "peer_ip",
         "state",
@@ -219,6 +227,8 @@ class ClientConnection:
         self.active: Cancellable | None = None
         self.chunked_out = False
         self.status = 0
+        self.bytes_out = 0
+        """Bytes written for the current response (head, framing and body)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -437,6 +447,7 @@ class ClientConnection:
         self.busy = True
         self._response_started = False
         self.chunked_out = False
+        self.bytes_out = 0
         self._closing_after = not head.keep_alive or self.state.draining
 
     def request_done(self) -> None:
@@ -602,6 +613,7 @@ class ClientConnection:
         rendered = status_line(status) + b"".join(out)
         if no_body:
             if self.transport is not None:
+                self.bytes_out += len(rendered)
                 self.transport.write(rendered)
         else:
             # Held back so the head and the first piece of body leave in one write.
@@ -616,6 +628,7 @@ class ClientConnection:
         if self._held is not None:
             chunk = self._held + chunk
             self._held = None
+        self.bytes_out += len(chunk)
         self.transport.write(chunk)
 
     def end_body(self) -> None:
@@ -624,6 +637,7 @@ class ClientConnection:
             tail = self._held + tail
             self._held = None
         if tail and self.transport is not None:
+            self.bytes_out += len(tail)
             self.transport.write(tail)
 
     def send_response(

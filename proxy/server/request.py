@@ -37,6 +37,10 @@ class RequestHead:
     idempotency_key: bytes | None = None
     connection: bytes | None = None
     upgrade: bytes | None = None
+    traceparent: bytes | None = None
+    """The one `traceparent` sent (b"" when sent twice: malformed, so a new trace)."""
+    tracestate: bytes | None = None
+    """Every `tracestate` line, joined with commas as the recommendation says."""
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ Every `resilience_proxy_*` name in the dashboard's queries (histogram `_bucket`/
 of the running sidecar; every panel query, with Grafana's variables filled in, is accepted
 by a real Prometheus; every panel reads from the `datasource` variable; and the panels the
 dashboard promises (traffic, latency, 429s, breakers, retries, attempts, WebSockets, events,
-slow consumers, reloads, storage fallback) are there.
+slow consumers, reloads, storage fallback, attempt latency, in flight) are there.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ CHARTED = {
     "resilience_proxy_websocket_slow_consumer_disconnects_total",
     "resilience_proxy_policy_reloads_total",
     "resilience_proxy_storage_fallback_active",
+    "resilience_proxy_upstream_duration_seconds",
+    "resilience_proxy_in_flight",
 }
 
 

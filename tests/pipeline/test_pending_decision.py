@@ -13,7 +13,9 @@ import yaml
 from policies.load import load_policy
 from proxy.app import Sidecar
 from proxy.core.identity import ANONYMOUS
+from proxy.core.tracecontext import RequestTrace
 from proxy.pipeline.chain import PendingDecision
+from proxy.pipeline.observe import RequestNote
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import RequestHead
 from proxy.storage.base import StoreUnavailable
@@ -58,7 +60,8 @@ def waiting_request(
     assert route is not None
     pipeline = sidecar.pipeline
     pipeline.in_flight += 1  # as `fast()` counts a request it takes
-    pending = PendingDecision(pipeline, conn, head, route, ANONYMOUS, b"127.0.0.1")
+    note = RequestNote(RequestTrace(None, None, 0.0, False), "127.0.0.1")
+    pending = PendingDecision(pipeline, conn, head, route, ANONYMOUS, b"127.0.0.1", note)
     conn.active = pending
     return sidecar, transport, pending
 
