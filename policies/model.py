@@ -199,6 +199,15 @@ class StoragePolicy:
     circuit_breaker: CircuitBreakerPolicy = setting(
         factory=_store_breaker, doc="the `redis` breaker (defaults: 5 failures, 30s)"
     )
+    redis_cluster_nodes: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Cluster nodes (any few); set: a cluster, redis_url unused"
+    )
+    redis_sentinels: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Sentinels; set: the master they name, redis_url unused"
+    )
+    redis_sentinel_master: str | None = setting(
+        None, "the master's name the sentinels monitor (needed with redis_sentinels)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

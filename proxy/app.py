@@ -33,6 +33,7 @@ from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
 from proxy.keys import KeyMaterialError, load_key_material
+from proxy.logs import AccessLog
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
@@ -44,6 +45,7 @@ from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
 
 log = logging.getLogger("proxy.app")
@@ -71,6 +73,7 @@ class Sidecar:
         self.config_path = config_path
         self.access_log_flag = access_log
         """`--access-log`: the access log is on whatever the policy says."""
+        self.access_lines = AccessLog()
         self.exporter: SpanExporter | None = None
         self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
@@ -146,13 +149,15 @@ class Sidecar:
             self.access_log_flag or access_log,
             tracing.sample_ratio,
             exporter.submit if exporter is not None else None,
+            self.access_lines,
         )
 
     def make_hub(self, runtime: Runtime) -> Hub:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,
@@ -288,6 +293,7 @@ class Sidecar:
                 await store.close()
         if self.exporter is not None:
             await self.exporter.close()
+        self.access_lines.flush()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

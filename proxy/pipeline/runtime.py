@@ -69,9 +69,15 @@ class State:
     retired_stores: list[LimitStore] = field(default_factory=list)
 
     def sync_store(self, policy: Policy) -> LimitStore:
-        """The rate-limit store; rebuilt only when the backend or its URL changes."""
+        """The rate-limit store; rebuilt only when the backend or where Redis is changes."""
         storage = policy.storage
-        key = (storage.backend, storage.redis_url if storage.backend == "redis" else "")
+        where = (
+            storage.redis_url,
+            storage.redis_cluster_nodes,
+            storage.redis_sentinels,
+            storage.redis_sentinel_master,
+        )
+        key = (storage.backend, repr(where) if storage.backend == "redis" else "")
         if self.store is not None and key == self.store_key:
             if storage.backend == "redis":
                 self.breaker("redis", storage.circuit_breaker)
