@@ -64,6 +64,8 @@ def _response_owner(name: str) -> str | None:
     lowered = name.lower()
     if lowered in HOP_BY_HOP or lowered in FRAMING:
         return "a hop-by-hop or framing header"
+    if lowered == "x-request-id":
+        return "set by the sidecar"
     return None
 
 

@@ -42,6 +42,7 @@ MODULES = (
     "proxy/core/window.py",
     "proxy/metrics.py",
     "proxy/pipeline/chain.py",
+    "proxy/pipeline/edges.py",
     "proxy/pipeline/forward.py",
     "proxy/pipeline/identity.py",
     "proxy/pipeline/observe.py",

@@ -42,6 +42,11 @@ class HeaderRules:
         kept.extend(self.added)
         return kept
 
+    def filter_headers(self, headers: Headers) -> Headers:
+        """Response headers (any case) minus the dropped names."""
+        drop = self.drop
+        return [(name, value) for name, value in headers if name.lower() not in drop]
+
     def filter_lines(self, lines: list[bytes]) -> list[bytes]:
         """Rendered response header lines (runs of `Name: value\\r\\n`) minus the dropped
         names; the rule's own lines are added by the caller, with the other extra lines."""
@@ -62,6 +67,13 @@ class RouteEdges:
         self.request = HeaderRules(route.request_headers) if route.request_headers else None
         self.response = HeaderRules(route.response_headers) if route.response_headers else None
         self.cors = CorsRule(route.cors) if route.cors is not None else None
+
+    def answer_lines(self, origin: bytes | None) -> bytes:
+        """The header lines every answer on the route carries: the response rule's `set`,
+        and for an allowed origin the CORS lines."""
+        response, cors = self.response, self.cors
+        lines = response.lines if response is not None else b""
+        return lines + cors.simple(origin) if cors is not None else lines
 
     @staticmethod
     def of(route: RoutePolicy) -> RouteEdges | None:

@@ -2,6 +2,8 @@
 
     own endpoint?  -> answered by the sidecar (route "sidecar")
     route match    -> 404 no_route
+    route's edges  -> a CORS preflight answered (204) or refused (403 cors_forbidden);
+                      the lines every answer carries (response_headers, CORS)
     load shedding  -> 503 overloaded (server.max_in_flight)
     identity       -> 401 invalid_token | Identity
     rate limits    -> 429 rate_limited | headers to add
@@ -18,10 +20,12 @@ import asyncio
 import logging
 import time
 
+from proxy.core.header_rules import HeaderRules
 from proxy.core.identity import Identity
 from proxy.core.routing import Route
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
+from proxy.pipeline.edges import answer_lines, answered_preflight
 from proxy.pipeline.identity import identify, identify_settled, identity_headers
 from proxy.pipeline.observe import CLIENT_CLOSED, RequestNote
 from proxy.pipeline.resilience import Exchange
@@ -119,9 +123,15 @@ class Pipeline:
         forwarded_for, client_ip = runtime.trusted.forwarded_for(head.peer_ip, head.forwarded_for)
         note = RequestNote(runtime.observer.trace(head.traceparent, head.tracestate), client_ip)
         note.identity = identity
-        limits = b""
+        limits = extra = b""
         self.in_flight += 1
         try:
+            edges = route.edges
+            if edges is not None:
+                if answered_preflight(conn, head, edges, note):
+                    self._refuse(conn, head, route, None, b"", note)
+                    return True
+                limits = extra = answer_lines(edges, head)
             limiter = runtime.limiter
             if limiter.has_rules:
                 checks = limiter.checks(identity, client_ip, path, head.method)
@@ -133,26 +143,27 @@ class Pipeline:
                             self, conn, head, route, identity, forwarded_for, note
                         )
                         return True
-                    limits = limiter.verdict(decision)
+                    limits = limiter.verdict(decision) + extra
             self._forward(conn, head, route, identity, forwarded_for, limits, note)
         except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits, note)
+            self._refuse(conn, head, route, error, limits, note)
         return True
 
     def decided(self, pending: PendingDecision, result: Decision | Exception) -> None:
         """A fast-path request's decision came (a store that answers later): go on."""
         conn, head, route, note = pending.conn, pending.head, pending.route, pending.note
-        limits = b""
+        edges = route.edges
+        limits = extra = answer_lines(edges, head) if edges is not None else b""
         try:
             if isinstance(result, Exception):
                 raise ProxyError("the rate-limit store failed") from result
-            limits = self.runtime.limiter.verdict(result)
+            limits = self.runtime.limiter.verdict(result) + extra
             self._forward(conn, head, route, pending.identity, pending.forwarded_for, limits, note)
         except ProxyError as error:
-            self._refuse(conn, head, route.name, error, limits, note)
+            self._refuse(conn, head, route, error, limits, note)
         except Exception:  # runs in the store's batch: answer this request, spare the rest
             failures.exception("forwarding failed", extra={"request_id": head.request_id.decode()})
-            self._refuse(conn, head, route.name, ProxyError("internal error"), limits, note)
+            self._refuse(conn, head, route, ProxyError("internal error"), limits, note)
 
     def _forward(
         self,
@@ -177,15 +188,19 @@ class Pipeline:
         self,
         conn: ClientConnection,
         head: RequestHead,
-        route_name: str,
-        error: ProxyError,
+        route: Route,
+        error: ProxyError | None,
         limits: bytes,
         note: RequestNote,
     ) -> None:
-        """A request of the fast path that ends before any attempt: answer, count, go on."""
+        """A request of the fast path that ends before any attempt: answer (`error`; None:
+        answered already), count, go on."""
         self.in_flight -= 1
-        self._answer_error(conn, head, error, limits, note)
-        self._done(conn, head, route_name, self.runtime, note, None)
+        if error is not None:
+            edges = route.edges
+            rules = edges.response if edges is not None else None
+            self._answer_error(conn, head, error, limits, note, rules)
+        self._done(conn, head, route.name, self.runtime, note, None)
         conn.request_done()
 
     def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
@@ -196,7 +211,9 @@ class Pipeline:
             if exchange.identity is not None:
                 runtime.limiter.record_forwarded(exchange.identity, head.path)
         else:
-            self._answer_error(conn, head, error, exchange.extra_lines, exchange.note)
+            self._answer_error(
+                conn, head, error, exchange.extra_lines, exchange.note, exchange.response_rules
+            )
         self._done(conn, head, exchange.route_name, runtime, exchange.note, None)
         conn.request_done()
 
@@ -230,6 +247,7 @@ class Pipeline:
         route_name = UNMATCHED_ROUTE
         limits = b""
         note: RequestNote | None = None
+        rules: HeaderRules | None = None
         try:
             own = runtime.own_endpoints.match(head.path)
             if own is not None:
@@ -246,6 +264,14 @@ class Pipeline:
                 note = RequestNote(
                     runtime.observer.trace(head.traceparent, head.tracestate), client_ip
                 )
+                edges = route.edges
+                extra = b""
+                if edges is not None:
+                    rules = edges.response
+                    if answered_preflight(conn, head, edges, note):
+                        self._done(conn, head, route_name, runtime, note, body)
+                        return
+                    limits = extra = answer_lines(edges, head)
                 if self.in_flight >= runtime.max_in_flight:
                     raise Overloaded("the sidecar has too many requests in flight")
                 self.in_flight += 1
@@ -254,6 +280,8 @@ class Pipeline:
                     limits = await runtime.limiter.check(
                         identity, client_ip, head.path, head.method
                     )
+                    if extra:
+                        limits += extra
                     exchange = Exchange(
                         conn, head, body, route, runtime, limits, identity_headers(identity),
                         forwarded_for, time.monotonic(), note,
@@ -263,7 +291,7 @@ class Pipeline:
                 finally:
                     self.in_flight -= 1
         except ProxyError as error:
-            self._answer_error(conn, head, error, limits, note)
+            self._answer_error(conn, head, error, limits, note, rules)
         except asyncio.CancelledError:
             self.gone(conn, head, route_name, note)
             raise
@@ -276,15 +304,20 @@ class Pipeline:
         error: ProxyError,
         limits: bytes,
         note: RequestNote | None,
+        rules: HeaderRules | None = None,
     ) -> None:
+        """`limits`: the rate-limit lines (a request that passed its limits carries them,
+        whatever came after) and the route's own; `rules`: the route's response rule."""
         if note is not None:
             fields = error.fields
             note.refused(error.code, fields.get("rule"), fields.get("breaker"))
         if conn.response_started:
             conn.abort()
         else:
-            # A request that passed its limits carries their headers, whatever came after.
-            conn.send_response(head, error.status, error_headers(error), error.body(), limits)
+            headers = error_headers(error)
+            if rules is not None:
+                headers = rules.filter_headers(headers)
+            conn.send_response(head, error.status, headers, error.body(), limits)
 
     def _done(
         self,

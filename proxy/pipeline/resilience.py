@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
+from proxy.core.header_rules import HeaderRules
 from proxy.core.identity import Identity
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
 from proxy.core.routing import Route
@@ -91,6 +92,8 @@ class Exchange:
     task: asyncio.Task[None] | None = None
     owner: ExchangeOwner | None = None
     identity: Identity | None = None
+    response_rules: HeaderRules | None = None
+    """The route's `response_headers`: their names are taken out of the upstream's answer."""
 
     def __init__(
         self,
@@ -122,6 +125,11 @@ class Exchange:
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
             proto = client.state.scheme
         target = route.upstream_target(head.target) if route.strip_prefix else None
+        edges = route.edges
+        if edges is not None:
+            if edges.request is not None:
+                head.headers = edges.request.apply(head.headers)
+            self.response_rules = edges.response
         self.note = note
         note.upstream = name
         trace = note.trace
@@ -284,7 +292,7 @@ class Exchange:
             kept, self.kept = self.kept, None
             if kept is None:
                 raise self._outcome_error()
-            await kept.relay(self.client, self.head, self.extra_lines)
+            await kept.relay(self.client, self.head, self.extra_lines, self.response_rules)
         finally:
             self.close()
 
@@ -320,7 +328,7 @@ class Exchange:
         kept, self.kept = self.kept, None
         assert kept is not None
         self.relay = Relay(kept, self.client, self._relayed)
-        self.relay.start(self.head, self.extra_lines)
+        self.relay.start(self.head, self.extra_lines, self.response_rules)
 
     def _relayed(self) -> None:
         self.relay = None

@@ -76,7 +76,9 @@ def test_response_headers_may_not_name_framing() -> None:
 
 
 def test_response_headers_may_name_what_requests_may_not() -> None:
-    assert load("    response_headers: { set: { X-Request-Id: x } }\n").routes[0].response_headers
+    assert load("    response_headers: { set: { X-User-Id: x } }\n").routes[0].response_headers
+    text = problems("    response_headers: { remove: [X-Request-Id] }\n")
+    assert "routes[0].response_headers.remove[0]: 'X-Request-Id' may not be changed" in text
 
 
 def test_bad_names_and_values() -> None:
