@@ -128,10 +128,10 @@ class Pipeline:
         try:
             edges = route.edges
             if edges is not None:
+                limits = extra = answer_lines(edges, head)
                 if answered_preflight(conn, head, edges, note):
                     self._refuse(conn, head, route, None, b"", note)
                     return True
-                limits = extra = answer_lines(edges, head)
             limiter = runtime.limiter
             if limiter.has_rules:
                 checks = limiter.checks(identity, client_ip, path, head.method)
@@ -268,10 +268,10 @@ class Pipeline:
                 extra = b""
                 if edges is not None:
                     rules = edges.response
+                    limits = extra = answer_lines(edges, head)
                     if answered_preflight(conn, head, edges, note):
                         self._done(conn, head, route_name, runtime, note, body)
                         return
-                    limits = extra = answer_lines(edges, head)
                 if self.in_flight >= runtime.max_in_flight:
                     raise Overloaded("the sidecar has too many requests in flight")
                 self.in_flight += 1

@@ -61,6 +61,23 @@ async def test_request_headers_are_set_and_removed_before_forwarding(
     assert seen["x-kept"] == "yes"
 
 
+async def test_request_headers_on_a_request_with_a_body(upstream, sidecar_factory) -> None:
+    """A body takes the serving task's path, not the parser's callbacks: same rules."""
+    sidecar = sidecar_factory(upstream.url, **routes(**HEADER_RULES))
+    sent = {"X-Env": "dev", "X-Debug": "1"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{sidecar.url}/echo", data=b"x" * 10, headers=sent) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert "Server" not in resp.headers
+    seen = upstream.hits("/echo")[-1]
+    assert (seen.method, seen.headers["x-env"], "x-debug" in seen.headers) == (
+        "POST",
+        "prod",
+        False,
+    )
+
+
 async def test_response_headers_on_upstream_answers(upstream, sidecar_factory) -> None:
     sidecar = sidecar_factory(upstream.url, **routes(**HEADER_RULES))
     async with aiohttp.ClientSession() as http, http.get(f"{sidecar.url}/echo") as resp:
@@ -117,14 +134,32 @@ async def test_a_preflight_is_answered_never_forwarded_never_limited(
     assert access_reasons(sidecar)["OPTIONS"] == ["cors_preflight"] * 4
 
 
+async def test_a_preflight_with_a_bad_token_is_still_answered(upstream, sidecar_factory) -> None:
+    """Identity comes after the preflight (browsers send no credentials with one), whichever
+    way the request is taken."""
+    sidecar = sidecar_factory(upstream.url, **routes(cors=CORS, **HEADER_RULES))
+    forged = {**PREFLIGHT, "Authorization": "Bearer forged.token.here"}
+    async with aiohttp.ClientSession() as http:
+        async with http.options(f"{sidecar.url}/echo", headers=forged) as resp:
+            assert resp.status == 204
+            assert resp.headers["Access-Control-Allow-Origin"] == APP
+            assert resp.headers["X-Frame-Options"] == "DENY"  # response_headers here too
+        refused = {**forged, "Origin": "https://evil.example"}
+        async with http.options(f"{sidecar.url}/echo", headers=refused) as resp:
+            assert resp.status == 403
+            assert resp.headers["X-Frame-Options"] == "DENY"
+    assert upstream.seen == []
+
+
 async def test_a_preflight_from_another_origin_is_refused(upstream, sidecar_factory) -> None:
-    sidecar = sidecar_factory(upstream.url, "--access-log", **routes(cors=CORS))
+    sidecar = sidecar_factory(upstream.url, "--access-log", **routes(cors=CORS, **HEADER_RULES))
     stranger = {**PREFLIGHT, "Origin": "https://evil.example"}
     async with aiohttp.ClientSession() as http:
         async with http.options(f"{sidecar.url}/echo", headers=stranger) as resp:
             assert resp.status == 403
             assert (await resp.json())["error"] == "cors_forbidden"
             assert "Access-Control-Allow-Origin" not in resp.headers
+            assert resp.headers["X-Frame-Options"] == "DENY"
     assert upstream.seen == []
     assert access_reasons(sidecar)["OPTIONS"] == ["cors_forbidden"]
 
