@@ -1,18 +1,19 @@
 """Building the sidecar from a policy, and its lifecycle: start, reload, drain, stop.
 
-One `Sidecar` per process. `workers > 1` forks that many processes sharing the port with
-SO_REUSEPORT (the kernel spreads connections); they share limits through Redis, which the
-policy loader insists on for that setting.
+One `Sidecar` per process. `workers > 1` runs a supervisor (proxy.workers) that forks that
+many processes sharing the port with SO_REUSEPORT (the kernel spreads connections); they
+share limits through Redis, which the policy loader insists on for that setting, and
+breakers and totals through the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from datetime import UTC, datetime
 from typing import cast
@@ -44,6 +45,8 @@ from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, Upg
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
 from proxy.tracing.exporter import SpanExporter
+from proxy.workers.link import WorkerLink
+from proxy.workers.supervisor import Supervisor
 
 log = logging.getLogger("proxy.app")
 
@@ -282,17 +285,25 @@ class Sidecar:
 
 
 async def serve(
-    loaded: LoadedPolicy, config_path: str, access_log: bool, reuse_port: bool = False
+    loaded: LoadedPolicy,
+    config_path: str,
+    access_log: bool,
+    reuse_port: bool = False,
+    channel: socket.socket | None = None,
 ) -> None:
     sidecar = Sidecar(loaded, config_path, access_log)
     await sidecar.start(reuse_port)
+    loop = asyncio.get_running_loop()
+    if channel is not None:  # a worker: its supervisor shares breakers and totals
+        link = WorkerLink(sidecar.state, channel, lambda: loop.create_task(sidecar.drain()))
+        sidecar.state.workers = link
+        await link.start()
     # Everything allocated so far lives as long as the process: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (requests allocate a
     # few dozen short-lived objects each, almost none of them in cycles).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(sidecar.drain()))
     loop.add_signal_handler(signal.SIGHUP, sidecar.reload_now)
@@ -300,28 +311,22 @@ async def serve(
     log.info("stopped")
 
 
+def _worker(loaded: LoadedPolicy, config_path: str, access_log: bool, sock: socket.socket) -> int:
+    """One worker, in the child the supervisor forked."""
+    try:
+        uvloop.run(serve(loaded, config_path, access_log, reuse_port=True, channel=sock))
+    except OSError as error:
+        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: int) -> int:
-    """Fork `n` workers on one port; relay SIGTERM/SIGINT/SIGHUP; exit when all have."""
-    children: list[int] = []
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:
-            uvloop.run(serve(loaded, config_path, access_log, reuse_port=True))
-            os._exit(0)
-        children.append(pid)
-
-    def relay(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, relay)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
+    """`n` workers on one port under a supervisor (proxy.workers.supervisor)."""
+    supervisor = Supervisor(
+        loaded, config_path, n, lambda sock: _worker(loaded, config_path, access_log, sock)
+    )
+    return asyncio.run(supervisor.run())
 
 
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:

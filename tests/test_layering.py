@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.console", 3),
     ("proxy.pipeline", 4),
     ("proxy.admin", 5),
+    ("proxy.workers", 5),
     ("proxy.app", 6),
     ("proxy.cli", 7),
     ("proxy.__main__", 8),
