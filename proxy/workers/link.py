@@ -89,7 +89,11 @@ class WorkerLink:
 
     async def _listen(self, reader: asyncio.StreamReader) -> None:
         while True:
-            message = await receive(reader)
+            try:
+                message = await receive(reader)
+            except ValueError:
+                log.exception("bad message from the supervisor")
+                message = None
             if message is None:
                 break
             kind = message.get("t")
