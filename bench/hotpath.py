@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import re
 import subprocess
@@ -39,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ensure_tools
 from policies.load import load_policy
-from proxy import logs
 from proxy.app import Sidecar
 from proxy.server.http11 import ClientConnection
 from proxy.upstream.connection import UpstreamConnection
@@ -111,17 +109,12 @@ class FakeTransport(asyncio.Transport):
 
 async def run(case: str, requests: int, repeats: int) -> list[float]:
     """Microseconds per request of each repeat (one warm-up round first)."""
-    if case == "access-log":
-        sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - the process's
-        sink.setFormatter(logs.JsonFormatter())
-        access = logging.getLogger("proxy.access")
-        access.handlers[:] = [sink]
-        access.propagate = False
-        access.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "policy.yaml"
         path.write_text(yaml.safe_dump(policy(case)))
         sidecar = Sidecar(load_policy(str(path)), str(path))
+    devnull = open(os.devnull, "wb")  # noqa: SIM115 - as long as the process
+    sidecar.access_lines.sink = devnull.write
     client = ClientConnection(sidecar.server_state)
     client_transport = FakeTransport(("127.0.0.1", 50000))
     client.connection_made(client_transport)

@@ -34,6 +34,7 @@ from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
 from proxy.keys import KeyMaterialError, load_key_material
+from proxy.logs import AccessLog
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
@@ -70,6 +71,7 @@ class Sidecar:
         self.config_path = config_path
         self.access_log_flag = access_log
         """`--access-log`: the access log is on whatever the policy says."""
+        self.access_lines = AccessLog()
         self.exporter: SpanExporter | None = None
         self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
@@ -142,6 +144,7 @@ class Sidecar:
             self.access_log_flag or access_log,
             tracing.sample_ratio,
             exporter.submit if exporter is not None else None,
+            self.access_lines,
         )
 
     def make_hub(self, runtime: Runtime) -> Hub:
@@ -278,6 +281,7 @@ class Sidecar:
                 await store.close()
         if self.exporter is not None:
             await self.exporter.close()
+        self.access_lines.flush()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

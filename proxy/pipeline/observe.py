@@ -10,15 +10,13 @@ Nothing here runs for a request unless the access log is on or its trace is reco
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from proxy.core.identity import Identity
 from proxy.core.tracecontext import RequestTrace
+from proxy.logs import AccessLog
 from proxy.tracing.spans import CLIENT, SERVER, Attributes, SpanEvent, SpanRecord
-
-log = logging.getLogger("proxy.access")
 
 CLIENT_CLOSED = 499
 """nginx's status for a client that left before its answer (never sent: logged only)."""
@@ -118,8 +116,10 @@ class Observer:
         access_log: bool,
         sample_ratio: float,
         submit: Callable[[list[SpanRecord]], None] | None,
+        lines: AccessLog,
     ) -> None:
         self.access_log = access_log
+        self.lines = lines
         self.sample_ratio = sample_ratio
         self.submit = submit
         """The exporter's `submit`; None without an OTLP endpoint."""
@@ -147,9 +147,8 @@ class Observer:
             return
         identity = note.identity if note is not None else None
         authenticated = identity is not None and identity.authenticated
-        log.info(
-            "request",
-            extra={
+        self.lines.write(
+            {
                 "request_id": request_id.decode("latin-1"),
                 "trace_id": note.trace.trace_id.decode() if note is not None else None,
                 "client_ip": note.client_ip if note is not None else None,
@@ -170,7 +169,7 @@ class Observer:
                 "bytes_out": bytes_out,
                 "reason": note.reason if note is not None else None,
                 "rule": note.rule if note is not None else None,
-            },
+            }
         )
 
     def _export(
