@@ -222,7 +222,9 @@ async def ws_connections(
     require_admin(head, runtime)
     hub = runtime.state.hub
     assert hub is not None
-    _json(conn, head, hub.connections())
+    workers = runtime.state.workers
+    counts = None if workers is None else await workers.connections()  # all workers'
+    _json(conn, head, counts if counts is not None else hub.connections())
 
 
 async def websocket_only(

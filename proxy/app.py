@@ -296,12 +296,15 @@ async def serve(
     channel: socket.socket | None = None,
 ) -> None:
     sidecar = Sidecar(loaded, config_path, access_log)
-    await sidecar.start(reuse_port)
     loop = asyncio.get_running_loop()
+    link = None
     if channel is not None:  # a worker: its supervisor shares breakers and totals
         link = WorkerLink(sidecar.state, channel, lambda: loop.create_task(sidecar.drain()))
         sidecar.state.workers = link
-        await link.start()
+        await link.connect()
+    await sidecar.start(reuse_port)
+    if link is not None:
+        link.listening()
     # Everything allocated so far lives as long as the process: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (requests allocate a
     # few dozen short-lived objects each, almost none of them in cycles).

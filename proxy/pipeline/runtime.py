@@ -65,6 +65,8 @@ class Workers(Protocol):
 
     async def breaker_action(self, name: str, action: str) -> dict[str, Any] | None: ...
 
+    async def connections(self) -> dict[str, Any] | None: ...
+
 
 @dataclass
 class State:

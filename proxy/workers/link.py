@@ -40,12 +40,23 @@ class WorkerLink:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._adopted = asyncio.Event()
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
+        """Before listening: take the shared breaker states (a restarted worker must not
+        serve a request with fresh ones)."""
         reader, self._writer = await asyncio.open_connection(sock=self._sock)
         send(self._writer, {"t": "hello"})
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen(reader)), loop.create_task(self._batch())]
+        try:
+            await asyncio.wait_for(self._adopted.wait(), ASK_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("no shared breaker states from the supervisor yet")
+
+    def listening(self) -> None:
+        """After listening: from now on a death is a crash to restart, not a failed start."""
+        self._send({"t": "ready"})
 
     # -- outcomes out, states in ---------------------------------------------------------
     def deltas(self) -> tuple[dict[str, list[int]], dict[str, str]]:
@@ -86,6 +97,7 @@ class WorkerLink:
                 breaker.adopt(state, opened_at, retry_after, consecutive)
                 self.state.metrics.set_breaker_state(name, state)
                 self._generations[name] = generation
+        self._adopted.set()
 
     async def _listen(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -102,7 +114,10 @@ class WorkerLink:
             elif kind == "collect":
                 moved, states = self.deltas()
                 m = snapshot(self.state.metrics.registry)
-                self._send({"t": "collected", "id": message["id"], "m": m, "b": moved, "s": states})
+                hub = self.state.hub
+                ws = hub.connections() if hub is not None else None
+                reply = {"t": "collected", "id": message["id"], "m": m, "b": moved, "s": states}
+                self._send({**reply, "ws": ws})
             elif kind == "answer":
                 future = self._waiting.pop(int(message["id"]), None)
                 if future is not None and not future.done():
@@ -148,6 +163,13 @@ class WorkerLink:
         answer = await self.ask("action", name=name, action=action)
         stats = answer.get("stats")
         return dict(stats) if stats is not None else None
+
+    async def connections(self) -> dict[str, Any] | None:
+        """`/api/v1/ws/connections` summed over the workers; None: answer with our own."""
+        try:
+            return dict((await self.ask("connections"))["connections"])
+        except SupervisorGone:
+            return None
 
     def close(self) -> None:
         for task in self._tasks:

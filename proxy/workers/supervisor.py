@@ -43,10 +43,12 @@ class Worker:
         self.sock: socket.socket | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.ready = False
-        """It said hello (it is listening): a death before that is a failed start."""
+        """It said it is listening: a death before that is a failed start."""
         self.snapshot: list[Family] = []
         self.states: dict[str, str] = {}
         """The breaker states it reported last."""
+        self.connections: dict[str, Any] | None = None
+        """Its WebSocket counts (`/api/v1/ws/connections`) at the last collect."""
 
 
 class Supervisor:
@@ -79,14 +81,17 @@ class Supervisor:
         return self.status
 
     async def spawn(self, worker: Worker) -> None:
+        if self.stopping:
+            return  # a restart that SIGTERM overtook
         ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # the child: leave the supervisor's world, become a worker
             ours.close()
             for other in self.workers:
-                if other.sock is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(other.sock.fileno())
+                for fd in (other.sock.fileno() if other.sock else -1, other.pidfd):
+                    if fd >= 0:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
@@ -108,6 +113,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.remove_reader(worker.pidfd)
         os.close(worker.pidfd)
+        worker.pidfd = -1
         _, status = os.waitpid(worker.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if worker.writer is not None:
@@ -180,9 +186,10 @@ class Supervisor:
             if message is None:
                 return
             kind = message.get("t")
-            if kind == "hello":
-                worker.ready = True
+            if kind == "hello":  # before it listens: it starts with the shared states
                 self._send(worker, {"t": "states", "b": self.board.states()})
+            elif kind == "ready":
+                worker.ready = True
             elif kind == "outcomes":
                 self._outcomes(worker, message)
             elif kind == "collected":
@@ -212,8 +219,7 @@ class Supervisor:
         self.board.changed = False
         message = {"t": "states", "b": self.board.states()}
         for worker in self.workers:
-            if worker.ready:
-                self._send(worker, message)
+            self._send(worker, message)
 
     async def collect(self) -> None:
         """Ask every live worker for its snapshot and pending breaker outcomes."""
@@ -232,6 +238,7 @@ class Supervisor:
             if future.done():
                 answer = future.result()
                 worker.snapshot = answer.get("m", [])
+                worker.connections = answer.get("ws")
                 self._outcomes(worker, answer)
             else:
                 future.cancel()
@@ -245,13 +252,30 @@ class Supervisor:
             reply["text"] = self.metrics_text(worker).decode()
         elif question == "breakers":
             reply["stats"] = {name: self.board.stats(name) for name in self.board.breakers}
+        elif question == "connections":
+            reply["connections"] = self.connections()
         elif question == "action":
             name, action = str(message.get("name")), str(message.get("action"))
             if name in self.board.breakers:
                 self.board.act(name, action)
                 self._broadcast_if_changed()
+                # Each worker reads its channel in order: once it answers this collect,
+                # it has adopted the new state, so the answer holds for every worker.
+                await self.collect()
                 reply["stats"] = self.board.stats(name)
         self._send(worker, reply)
+
+    def connections(self) -> dict[str, Any]:
+        total: dict[str, Any] = {"total": 0, "by_channel": {}, "authenticated": 0}
+        for worker in self.workers:
+            counts = worker.connections if worker.pid else None
+            if counts is None:
+                continue
+            total["total"] += counts.get("total", 0)
+            total["authenticated"] += counts.get("authenticated", 0)
+            for channel, n in counts.get("by_channel", {}).items():
+                total["by_channel"][channel] = total["by_channel"].get(channel, 0) + n
+        return total
 
     def metrics_text(self, scraper: Worker) -> bytes:
         live = [w.snapshot for w in self.workers if w.pid and w.snapshot]

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.policy_files import make_policy, write_policy
-from tests.support.processes import Process, free_port, start_sidecar
+from tests.support.processes import EVENTS_TOKEN, Process, free_port, start_sidecar
 from tests.support.tokens import bearer
 
 ADMIN = bearer("1", "admin")
@@ -194,3 +194,41 @@ async def test_sigterm_drains_every_worker_and_exits_0(workers: tuple[Process, s
     assert await asyncio.to_thread(proc.wait, 20) == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
+
+
+async def test_websocket_clients_on_every_worker_get_every_event_once_in_order(
+    workers: tuple[Process, str],
+) -> None:
+    _, base = workers
+    sessions = [aiohttp.ClientSession() for _ in range(6)]  # a connection each
+    try:
+        sockets = [await s.ws_connect(f"{base}/api/v1/ws/notifications") for s in sessions]
+        for ws in sockets:
+            assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+
+        async def everyone() -> bool:
+            status, body = await fresh("GET", f"{base}/api/v1/ws/connections", headers=ADMIN)
+            return status == 200 and body["total"] == len(sockets)
+
+        assert await until(everyone), "the connection counts are not the sum of the workers'"
+        service = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
+        ids = []
+        for n in range(5):
+            event = {"type": "inventory_update", "update_type": "venta", "producto_id": n,
+                     "producto_nombre": "x", "data": {}}  # fmt: skip
+            status, body = await fresh("POST", f"{base}/api/v1/events", json=event, headers=service)
+            assert status == 202, body
+            ids.append(body["id"])
+        for ws in sockets:
+            got: list[int] = []
+            while len(got) < len(ids):
+                message = await ws.receive_json(timeout=10)
+                if message["type"] == "inventory_update":
+                    got.append(message["id"])
+            assert got == ids
+        text = await scrape(base)
+        connections = 'resilience_proxy_websocket_connections{channel="notifications"}'
+        assert sample(text, connections) == len(sockets)
+    finally:
+        for session in sessions:
+            await session.close()
