@@ -97,8 +97,15 @@ class BreakerBoard:
             totals = self.totals[name]
             for i in range(len(TOTALS)):
                 totals[i] += max(0, int(delta[i]))
-            successes, failures, tail = int(delta[0]), int(delta[1]), int(delta[-1])
-            for failed in outcome_sequence(max(0, successes), max(0, failures), max(0, tail)):
+            successes, failures, tail = (max(0, int(delta[i])) for i in (0, 1, -1))
+            policy = breaker.policy
+            if policy.failure_rate_threshold is None:
+                # Without a rate window only runs up to the thresholds can change the state:
+                # a busy batch costs a few calls here, not one per request.
+                successes = min(successes, policy.success_threshold)
+                tail = min(tail, failures, policy.failure_threshold)
+                failures = min(failures - min(tail, failures), policy.failure_threshold) + tail
+            for failed in outcome_sequence(successes, failures, tail):
                 permit = breaker.allow()
                 if not permit.allowed:
                     continue  # a late call of an open breaker: it counts in totals only

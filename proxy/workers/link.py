@@ -83,9 +83,11 @@ class WorkerLink:
         while True:
             await asyncio.sleep(BATCH_S)
             moved, states = self.deltas()
-            if moved or states != adopted:
+            if states != adopted:  # its own copy moved: the supervisor checks it
                 adopted = states
                 self._send({"t": "outcomes", "b": moved, "s": states})
+            elif moved:
+                self._send({"t": "outcomes", "b": moved})
 
     def adopt(self, shared: dict[str, list[Any]]) -> None:
         """Mirror the supervisor's breakers where they changed or this worker strayed."""

@@ -205,9 +205,13 @@ class Supervisor:
 
     def _outcomes(self, worker: Worker, message: Message) -> None:
         self.board.apply(message.get("b", {}))
-        worker.states.update(message.get("s", {}))
+        reported = message.get("s")
+        if reported is not None:
+            worker.states.update(reported)
         if self.board.changed:
             self._broadcast_if_changed()
+            return
+        if reported is None:
             return
         states = self.board.states()
         if any(worker.states.get(name) != state[0] for name, state in states.items()):
