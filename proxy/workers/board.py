@@ -119,6 +119,15 @@ class BreakerBoard:
         for breaker in self.breakers.values():
             breaker.shared_state()
 
+    def next_tick(self, finest: float, idle: float) -> float:
+        """How long time can run before a breaker's state is due to move by itself."""
+        wait = idle
+        for breaker in self.breakers.values():
+            left = breaker.retry_after_s if breaker.state.value == "open" else None
+            if left is not None:
+                wait = min(wait, max(finest, left))
+        return wait
+
     def states(self) -> dict[str, SharedState]:
         return {
             name: [*breaker.shared_state(), self.generations[name]]

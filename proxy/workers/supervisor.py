@@ -25,7 +25,9 @@ from proxy.workers.totals import Family, Table, merge, retire, shared_families
 log = logging.getLogger("proxy.workers")
 
 TICK_S = 0.02
-"""How often time moves the shared breakers (open -> half_open is then broadcast)."""
+"""The finest step at which time moves the shared breakers (open -> half_open, broadcast)."""
+IDLE_TICK_S = 0.25
+"""The step while no breaker is open (a breaker opened meanwhile waits at most this)."""
 COLLECT_TIMEOUT_S = 1.0
 """A worker silent this long is left out of one scrape: its last snapshot stands in."""
 
@@ -171,7 +173,7 @@ class Supervisor:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self.board.next_tick(TICK_S, IDLE_TICK_S))
             self.board.tick()
             self._broadcast_if_changed()
 

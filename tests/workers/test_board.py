@@ -80,7 +80,10 @@ def test_three_failures_spread_over_two_workers_open_it_everywhere() -> None:
         assert not worker.call(False)
     stats = board.stats("inventory")
     assert (stats["total_failures"], stats["consecutive_failures"]) == (3, 3)
-    clock.advance(10.0)
+    assert board.next_tick(0.02, 0.25) == 0.25
+    clock.advance(9.9)
+    assert abs(board.next_tick(0.02, 0.25) - 0.1) < 1e-6  # wakes when half_open is due
+    clock.advance(0.1)
     board.tick()
     assert board.breakers["inventory"].state.value == "half_open"
     for worker in (a, b):
