@@ -18,6 +18,7 @@ from policies.model import (
     RoutePolicy,
     ServerPolicy,
     SinkPolicy,
+    StoragePolicy,
     UpstreamPolicy,
 )
 from policies.yaml_positions import shown
@@ -37,6 +38,7 @@ def finish(policy: Policy, c: Collector) -> Policy:
     redis_problem = redis_url_problem(policy.storage.redis_url)
     if redis_problem and c.ok("storage.redis_url"):
         c.add(c.at("storage.redis_url"), "storage.redis_url", redis_problem)
+    _check_redis_topology(policy.storage, c)
     workers_alone = policy.server.workers > 1 and policy.storage.backend != "redis"
     if workers_alone and c.ok("server.workers", "storage.backend"):
         c.add(
@@ -69,6 +71,38 @@ def redis_url_problem(url: str) -> str | None:
     if url.startswith(REDIS_SCHEMES):
         return None
     return "must be a URL starting with " + ", ".join(REDIS_SCHEMES)
+
+
+def _check_redis_topology(storage: StoragePolicy, c: Collector) -> None:
+    """Cluster or Sentinel, not both; Sentinel with its master's name; nodes as HOST:PORT."""
+    for key, nodes in (
+        ("redis_cluster_nodes", storage.redis_cluster_nodes),
+        ("redis_sentinels", storage.redis_sentinels),
+    ):
+        for i, node in enumerate(nodes):
+            path = f"storage.{key}[{i}]"
+            problem = _address_problem(node)
+            if problem and c.ok(path):
+                c.add(c.at(path), path, problem)
+    cluster, sentinels = "storage.redis_cluster_nodes", "storage.redis_sentinels"
+    master = "storage.redis_sentinel_master"
+    if storage.redis_cluster_nodes and storage.redis_sentinels and c.ok(cluster, sentinels):
+        c.add(c.at(sentinels), sentinels, f"use {cluster} or {sentinels}, not both")
+    named = storage.redis_sentinel_master is not None and storage.redis_sentinel_master.strip()
+    if storage.redis_sentinels and not named and c.ok(sentinels, master):
+        c.add(c.at(sentinels), sentinels, f"needs {master} (the name the sentinels monitor)")
+    if named and not storage.redis_sentinels and c.ok(sentinels, master):
+        c.add(c.at(master), master, f"needs {sentinels} (where to ask for the master)")
+
+
+def _address_problem(address: str) -> str | None:
+    """Why `address` is not `HOST:PORT`, if it is not."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"{shown(address)} is not HOST:PORT (port 1-65535)"
+    if not host or not _valid_host(host):
+        return f"{shown(host)} is not an IP address or host name"
+    return None
 
 
 def _check_server(server: ServerPolicy, c: Collector) -> None:

@@ -1,8 +1,9 @@
 """Reading a policy file: bytes -> validated `Policy`, or one `PolicyError` listing everything.
 
-The loader is pure (no environment, no I/O beyond reading the file) so a reload can run it
-and keep the old policy on error; `apply_env_overrides` is the separate step the CLI and
-the app take afterwards. Nothing but `PolicyError` ever leaves `load_policy*`.
+The loader is pure (no environment, no I/O beyond reading the file and the TLS files it
+names) so a reload can run it and keep the old policy on error; `apply_env_overrides` is
+the separate step the CLI and the app take afterwards. Nothing but `PolicyError` ever
+leaves `load_policy*`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from policies.dump import dump_policy
 from policies.errors import PolicyError, Problem
 from policies.model import Policy
 from policies.spec import POLICY_SPEC
+from policies.tls_files import check_tls_files
 from policies.yaml_positions import compose, decode, describe
 
 __all__ = [
@@ -75,6 +77,7 @@ def load_policy_text(text: str | bytes, source: str) -> LoadedPolicy:
         raise PolicyError([Problem(1, 1, TOP, message)], source)
     collector = Collector()
     policy = finish(build_section(POLICY_SPEC, root, "", collector), collector)
+    check_tls_files(policy, collector)
     if collector.problems:
         raise PolicyError(collector.problems, source)
     return LoadedPolicy(policy, hashlib.sha256(raw).hexdigest(), source, raw)

@@ -74,6 +74,12 @@ Outcome = Annotated[str, OUTCOME]
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTlsPolicy:
+    cert_file: str = setting("", "PEM certificate (chain) served to clients", required=True)
+    key_file: str = setting("", "PEM private key of `cert_file`", required=True)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerPolicy:
     listen: str = setting(
         "0.0.0.0:8000",
@@ -105,6 +111,9 @@ class ServerPolicy:
     )
     access_log: bool = setting(
         False, "one JSON line per request on stdout (logger proxy.access); or --access-log"
+    )
+    tls: ServerTlsPolicy | None = setting(
+        None, "serve HTTPS (and WSS) on `listen`; the files are re-read when they change"
     )
 
     @property
@@ -180,6 +189,15 @@ class StoragePolicy:
     circuit_breaker: CircuitBreakerPolicy = setting(
         factory=_store_breaker, doc="the `redis` breaker (defaults: 5 failures, 30s)"
     )
+    redis_cluster_nodes: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Cluster nodes (any few); set: a cluster, redis_url unused"
+    )
+    redis_sentinels: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Sentinels; set: the master they name, redis_url unused"
+    )
+    redis_sentinel_master: str | None = setting(
+        None, "the master's name the sentinels monitor (needed with redis_sentinels)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +225,29 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTlsPolicy:
+    ca_file: str | None = setting(
+        None, "PEM CA bundle the upstream's certificate must chain to (default: the system's)"
+    )
+    server_name: str | None = setting(
+        None, "name sent as SNI and checked in the certificate (default: the URL's host)"
+    )
+    insecure_skip_verify: bool = setting(
+        False, "accept any certificate, unchecked (for tests; never in production)"
+    )
+    cert_file: str | None = setting(None, "PEM client certificate for mutual TLS, with key_file")
+    key_file: str | None = setting(None, "PEM private key of cert_file")
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamPolicy:
     name: str = setting("", "the key under `upstreams` (filled in by the loader)")
     url: str = setting(
         "",
-        "base URL, http://HOST:PORT",
+        "base URL, http://HOST:PORT or https://HOST:PORT (port default: 80 or 443)",
         required=True,
-        pattern=r"^http://[^/\s]+(/.*)?$",
-        expected="an http:// URL (e.g. http://127.0.0.1:8081)",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
+        expected="an http:// or https:// URL (e.g. http://127.0.0.1:8081)",
     )
     connect_timeout: Duration = setting(2.0, "TCP connect timeout", exclusive_minimum=0)
     timeout: Duration = setting(10.0, "per attempt, until the response head", exclusive_minimum=0)
@@ -222,6 +255,15 @@ class UpstreamPolicy:
     retry: RetryPolicy = setting(factory=RetryPolicy, doc="retries")
     circuit_breaker: CircuitBreakerPolicy = setting(
         factory=CircuitBreakerPolicy, doc="the breaker named after this upstream"
+    )
+    tls: UpstreamTlsPolicy | None = setting(
+        None, "how an https:// upstream is checked (default: system CAs, the URL's host)"
+    )
+    body_timeout: Duration = setting(
+        30.0,
+        "once the response head is relayed, longest silence of the body; then the client "
+        "connection is cut",
+        exclusive_minimum=0,
     )
 
 

@@ -64,6 +64,8 @@ The sidecar reads one YAML file, `policies.yaml` by default. Check a file with
   `server.trusted_proxies` are networks such as `10.0.0.0/8` (no host bits set).
 - `retry.max_delay` is at least `retry.base_delay`.
 - `storage.redis_url` (and `REDIS_URL`) starts with `redis://`, `rediss://` or `unix://`.
+- `storage.redis_cluster_nodes` and `storage.redis_sentinels` exclude each other; their
+  entries are `HOST:PORT`; `redis_sentinels` and `redis_sentinel_master` go together.
 - Names under `upstreams` and `rate_limits.roles`, and `admin.roles` entries, are not empty.
 - `auth.jwt.algorithms` RS256/ES256 need `public_key_file` or `jwks_file`; HS* read the key
   from the variable named by `secret_env`.

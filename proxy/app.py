@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from datetime import UTC, datetime
 from typing import cast
@@ -22,6 +23,7 @@ import uvloop
 
 from policies.load import LoadedPolicy
 from policies.model import TracingPolicy
+from policies.tls_files import TlsFileProblem
 from proxy import logs
 from proxy.admin import WEBSOCKET_PATHS, own_endpoints
 from proxy.clock import SYSTEM_CLOCK
@@ -42,9 +44,11 @@ from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
 from proxy.reload import PolicyWatcher, ReloadOutcome
+from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
 from proxy.workers.link import WorkerLink
 from proxy.workers.supervisor import Supervisor
@@ -82,6 +86,11 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        tls = loaded.policy.server.tls
+        self.certificate: ServingCertificate | None = None
+        if tls is not None:
+            self.certificate = ServingCertificate(tls, self._swap_certificate)
+            self.server_state.scheme = b"https"
         self.watcher = PolicyWatcher(
             config_path,
             loaded.sha256,
@@ -151,7 +160,8 @@ class Sidecar:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,
@@ -177,6 +187,10 @@ class Sidecar:
 
         return takeover
 
+    def _swap_certificate(self, context: ssl.SSLContext) -> None:
+        if self._listener is not None:
+            self._listener.ssl_context = context
+
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
         operational = self.state.operational
@@ -199,6 +213,14 @@ class Sidecar:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
+        tls = loaded.policy.server.tls
+        if tls != old.server.tls:
+            if self.certificate is not None and tls is not None:
+                self.certificate.use(tls)
+            else:
+                log.warning("server.tls turned on or off: it takes effect at the next restart")
+        if self._listener is not None:
+            self._listener.handshake_timeout = loaded.policy.server.header_timeout
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self._sync_exporters()
@@ -223,6 +245,10 @@ class Sidecar:
             server.port,
             reuse_port,
         )
+        self._listener.handshake_timeout = server.header_timeout
+        if self.certificate is not None:
+            self._listener.ssl_context = self.certificate.context
+            self.certificate.start()
         self.server_state.start_sweeping()
         self._sync_exporters()
         if self.state.hub is not None:
@@ -267,6 +293,8 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         await self.watcher.stop()
+        if self.certificate is not None:
+            await self.certificate.stop()
         if self.state.console is not None:
             await self.state.console.stop()
         if self.state.hub is not None:
@@ -322,6 +350,9 @@ def _worker(loaded: LoadedPolicy, config_path: str, access_log: bool, sock: sock
     """One worker, in the child the supervisor forked."""
     try:
         uvloop.run(serve(loaded, config_path, access_log, reuse_port=True, channel=sock))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
         return 1
@@ -348,6 +379,9 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
         if workers > 1:
             return _run_workers(loaded, config_path, access_log, workers)
         uvloop.run(serve(loaded, config_path, access_log))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
         return 1

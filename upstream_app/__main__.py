@@ -10,16 +10,18 @@ import argparse
 import logging
 import os
 import secrets
-import sys
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
+from upstream_app import logs
 from upstream_app.app import build_app
 from upstream_app.config import Settings, parse_duration
 from upstream_app.seed import prepare_database
+
+log = logging.getLogger("upstream_app")
 
 
 def _duration(text: str) -> float:
@@ -58,6 +60,12 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return int(text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
@@ -73,30 +81,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--realert-interval", type=_duration, default=_duration("1h"))
     parser.add_argument("--expiry-days", type=_days, default=7)
     parser.add_argument("--token-ttl", type=_ttl, default=_ttl("1h"))
+    parser.add_argument(
+        "--outbox-max",
+        type=_positive,
+        default=10_000,
+        help="events kept while the sidecar is away; past it the oldest are dropped",
+    )
     return parser.parse_args(argv)
-
-
-def _warn(message: str) -> None:
-    print(f"upstream_app: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Prepare the database, then serve until SIGINT/SIGTERM."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     jwt_secret = os.environ.get("JWT_SECRET")
     if not jwt_secret:
         jwt_secret = secrets.token_urlsafe(48)
-        _warn("JWT_SECRET is not set: using a random secret, tokens from elsewhere won't verify")
+        log.warning(
+            "JWT_SECRET is not set: using a random secret, tokens from elsewhere won't verify"
+        )
     events_token = os.environ.get("PROXY_EVENTS_TOKEN") or None
     if args.events_url and events_token is None:
-        _warn("PROXY_EVENTS_TOKEN is not set: events are sent without a token")
+        log.warning("PROXY_EVENTS_TOKEN is not set: events are sent without a token")
     seed_password = os.environ.get("UPSTREAM_SEED_PASSWORD", "")
     generated = not seed_password
     if generated:
         seed_password = secrets.token_urlsafe(12)
     if prepare_database(args.db, seed_password) and generated:
-        _warn(f"created {args.db}; users admin, vendedor, viewer have password {seed_password}")
+        log.warning(
+            f"created {args.db}; users admin, vendedor, viewer have password {seed_password}"
+        )
     settings = Settings(
         db_path=args.db,
         jwt_secret=jwt_secret,
@@ -108,8 +122,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         realert_interval=args.realert_interval,
         expiry_days=args.expiry_days,
         token_ttl=args.token_ttl,
+        outbox_max=args.outbox_max,
     )
-    web.run_app(build_app(settings), host=settings.host, port=settings.port)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    web.run_app(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=logging.getLogger("upstream_app.access"),
+        access_log_class=logs.JsonAccessLogger,
+    )
 
 
 if __name__ == "__main__":

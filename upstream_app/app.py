@@ -16,7 +16,9 @@ from upstream_app.errors import error_middleware
 from upstream_app.events import EventPublisher
 from upstream_app.handlers import alertas, auth, health, lotes, productos, reportes, ventas
 from upstream_app.handlers import chaos as chaos_switch
+from upstream_app.idempotency import idempotency_middleware
 from upstream_app.keys import CHAOS, CHECKER, DATABASE, PUBLISHER, SETTINGS
+from upstream_app.logs import request_id_middleware
 
 _ROUTE_MODULES = (health, auth, productos, lotes, ventas, reportes, alertas, chaos_switch)
 
@@ -24,10 +26,20 @@ _ROUTE_MODULES = (health, auth, productos, lotes, ventas, reportes, alertas, cha
 def build_app(settings: Settings) -> web.Application:
     """Wire the app for `settings`; the database must already exist (see `seed`)."""
     chaos_state = ChaosState()
-    # Errors outermost, so injected chaos and handler failures share one JSON shape.
-    app = web.Application(middlewares=[error_middleware, chaos_middleware(chaos_state)])
     database = Database(settings.db_path)
-    publisher = EventPublisher(settings.events_url, settings.events_token)
+    # Errors outermost, so injected chaos and handler failures share one JSON shape;
+    # idempotency inside chaos, so a failure injected after the commit is never stored.
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            chaos_middleware(chaos_state),
+            idempotency_middleware(database),
+        ]
+    )
+    publisher = EventPublisher(
+        settings.events_url, settings.events_token, database, outbox_max=settings.outbox_max
+    )
     app[SETTINGS] = settings
     app[DATABASE] = database
     app[PUBLISHER] = publisher

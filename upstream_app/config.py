@@ -39,3 +39,4 @@ class Settings:
     realert_interval: float = 3600.0
     expiry_days: int = 7
     token_ttl: float = 3600.0
+    outbox_max: int = 10_000

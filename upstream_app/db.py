@@ -11,12 +11,13 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 30.0
 
 SCHEMA = """
@@ -62,6 +63,28 @@ CREATE TABLE venta_lotes (
 );
 """
 
+# Version 2: answers kept for Idempotency-Key, and events waiting for the sidecar.
+SCHEMA_V2 = """
+CREATE TABLE idempotency_keys (
+    usuario_id   TEXT NOT NULL,
+    clave        TEXT NOT NULL,
+    huella       TEXT NOT NULL,
+    status       INTEGER NOT NULL,
+    headers      TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    creado_en    REAL NOT NULL,
+    PRIMARY KEY (usuario_id, clave)
+);
+CREATE INDEX idempotency_keys_age ON idempotency_keys (creado_en);
+CREATE TABLE outbox (
+    outbox_id INTEGER PRIMARY KEY,
+    event     TEXT NOT NULL
+);
+"""
+
+MIGRATIONS = (SCHEMA, SCHEMA_V2)
+"""Schema version N is reached by running MIGRATIONS[N - 1] on version N - 1."""
+
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open a connection in autocommit mode; transactions are always explicit."""
@@ -71,12 +94,23 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+BEFORE_COMMIT: ContextVar[Callable[[sqlite3.Connection], None] | None] = ContextVar(
+    "before_commit", default=None
+)
+"""Writes joined to every write transaction run in this context (a request's), so they
+commit or roll back with its work: the Idempotency-Key claim (`idempotency.py`).
+`Database.run` reaches it in its worker thread: `asyncio.to_thread` copies the context."""
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Hold the database write lock from the first read to the commit."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        joined = BEFORE_COMMIT.get()
+        if joined is not None:
+            joined(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -86,22 +120,25 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def create_schema_once(
     conn: sqlite3.Connection, populate: Callable[[sqlite3.Connection], None]
 ) -> bool:
-    """Create the schema and run `populate` in the same transaction, only on a fresh file.
+    """Bring the schema to SCHEMA_VERSION; on a fresh file, also run `populate`.
 
-    Returns True when this call created the database. A crash midway leaves an empty file,
-    never a half-seeded one. (`executescript` would commit early, hence one statement at a
-    time.)
+    Returns True when this call created the database. Everything happens in one
+    transaction: a crash midway leaves the file as it was, never half-migrated or
+    half-seeded. (`executescript` would commit early, hence one statement at a time.)
     """
     conn.execute("PRAGMA journal_mode = WAL")
     with write_transaction(conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
             return False
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        populate(conn)
+        for script in MIGRATIONS[version:]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if version == 0 and script is SCHEMA:
+                populate(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return True
+    return version == 0
 
 
 class Database:

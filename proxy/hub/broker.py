@@ -8,10 +8,15 @@ sharing a Redis, with a Stream rather than pub/sub + a list because:
 - the stream entry id is `EVENT_ID-0`, so a resume is one `XREVRANGE` from `N+1`, and it
   works on whichever replica a client reconnects to;
 - readers keep a cursor: a replica whose link to Redis broke reads what it missed when it
-  comes back, where pub/sub would have dropped it.
+  comes back, where pub/sub would have dropped it;
+- an event's `event_key` is remembered for an hour by the same script (checked, then set
+  with the id), so a resend is not published twice, whichever replica it reaches.
 
 Each replica runs one `XREAD BLOCK` loop and fans out what arrives, its own events
 included, so every replica delivers in the same order.
+
+The stream and its id counter share one hash tag (`{resilience_proxy:events}:stream` and
+`:id`): in a Redis Cluster both live in one slot, so the publish script may touch both.
 
 Redis unreachable: the replica keeps serving its own clients. It gives ingested events
 the next LOCAL id (after the highest id it has delivered), so its clients never see ids
@@ -35,9 +40,9 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-from proxy.hub.events import Accepted, Event, make_event
+from proxy.hub.events import Accepted, Event, Published, make_event
 from proxy.hub.history import History, Replay, plan_replay
 
 log = logging.getLogger("proxy.hub.broker")
@@ -45,10 +50,41 @@ log = logging.getLogger("proxy.hub.broker")
 Deliver = Callable[[Event], None]
 """Called once per event, in id order, on the event loop."""
 
-_REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_REDIS_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
-# KEYS: counter, stream. ARGV: maxlen, type, payload, floor (highest id the caller used).
+
+class RedisClients(Protocol):
+    """Makes clients for one Redis, a cluster or a Sentinel-named master (`RedisTarget`)."""
+
+    def client(self, *, connect_timeout: float, read_timeout: float | None) -> Any: ...
+
+
+class _Url:
+    """One server by URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self, *, connect_timeout: float, read_timeout: float | None) -> Any:
+        return Redis.from_url(
+            self.url,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+
+SEEN_KEY_TTL_S = 3600
+"""How long Redis remembers an event_key (CONTRACT 14: "seen in the last hour")."""
+
+# KEYS: counter, stream[, seen key]. ARGV: maxlen, type, payload, floor (highest id the
+# caller used)[, seconds the seen key is kept]. Returns {id, 1}, or {first id, 0} for an
+# event whose key was seen: the check and the publish are one atomic step.
 _PUBLISH_LUA = """
+if #KEYS > 2 then
+  local first = redis.call('GET', KEYS[3])
+  if first then return {tonumber(first), 0} end
+end
 local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[4])
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -61,7 +97,8 @@ if id <= floor then
   redis.call('SET', KEYS[1], id)
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'e', ARGV[3])
-return id
+if #KEYS > 2 then redis.call('SET', KEYS[3], id, 'EX', ARGV[5]) end
+return {id, 1}
 """
 
 # KEYS: counter, stream. ARGV: the highest id the caller has delivered.
@@ -86,7 +123,10 @@ class Broker(Protocol):
 
     async def start(self, deliver: Deliver) -> None: ...
 
-    async def publish(self, accepted: Accepted) -> int: ...
+    async def publish(self, accepted: Accepted) -> Published:
+        """Assign an id and deliver; an `event_key` seen within the hour is not published
+        again (`Published.fresh` False, with the first id) where the broker can tell."""
+        ...
 
     async def replay(self, last_id: int) -> Replay: ...
 
@@ -109,12 +149,12 @@ class MemoryBroker:
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    async def publish(self, accepted: Accepted) -> int:
+    async def publish(self, accepted: Accepted) -> Published:
         event = make_event(self._history.latest_id + 1, accepted.type, accepted.payload)
         self._history.append(event)
         if self._deliver is not None:
             self._deliver(event)
-        return event.id
+        return Published(event.id)
 
     async def replay(self, last_id: int) -> Replay:
         return self._history.replay(last_id)
@@ -131,7 +171,7 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str,
+        where: str | RedisClients,
         *,
         history: int,
         prefix: str = "resilience_proxy:events",
@@ -139,11 +179,13 @@ class RedisBroker:
         block: float = 1.0,
         max_backoff: float = 2.0,
     ) -> None:
-        self._url = url
+        self._where = _Url(where) if isinstance(where, str) else where
         self._history_size = history
         self._history = History(history)
-        self._counter = f"{prefix}:id"
-        self._stream = f"{prefix}:stream"
+        self._counter = f"{{{prefix}}}:id"
+        self._stream = f"{{{prefix}}}:stream"
+        # + event_key. Named after the stream, so it has the stream's hash tag (cluster).
+        self._seen = f"{self._stream}:seen:"
         self._timeout = timeout
         self._block = block
         self._max_backoff = max_backoff
@@ -152,8 +194,9 @@ class RedisBroker:
         self._down = True
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
-        self._reader: Redis | None = None
+        self._client: Any = None
+        self._reader: Any = None
+        """`Redis` or `RedisCluster` clients."""
         self._script: Any = None
         self._resync_script: Any = None
 
@@ -161,14 +204,9 @@ class RedisBroker:
     def degraded(self) -> bool:
         return self._down
 
-    def _connect(self, read_timeout: float) -> Redis:
+    def _connect(self, read_timeout: float) -> Any:
         # No library retries: a failure falls back at once; the read loop reconnects.
-        return Redis.from_url(
-            self._url,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        return self._where.client(connect_timeout=self._timeout, read_timeout=read_timeout)
 
     async def start(self, deliver: Deliver) -> None:
         """Connect and take the stream's tail as the cursor; a dead Redis only degrades."""
@@ -199,20 +237,25 @@ class RedisBroker:
             log.warning("event broker: the Redis stream was reset; reading it from the start")
             self._cursor = b"0-0"
 
-    async def publish(self, accepted: Accepted) -> int:
+    async def publish(self, accepted: Accepted) -> Published:
         if not self._down:
+            keys = [self._counter, self._stream]
+            floor = self._history.latest_id
+            args = [max(self._history_size, 1), accepted.type, accepted.payload, floor]
+            if accepted.event_key is not None:
+                keys.append(self._seen + accepted.event_key)
+                args.append(SEEN_KEY_TTL_S)
             try:
-                floor = self._history.latest_id
-                args = [max(self._history_size, 1), accepted.type, accepted.payload, floor]
-                event_id = int(await self._script(keys=[self._counter, self._stream], args=args))
+                event_id, fresh = await self._script(keys=keys, args=args)
             except _REDIS_ERRORS:
                 self._mark_down()
             else:
-                self._wake.set()
-                return event_id
+                if fresh:
+                    self._wake.set()
+                return Published(int(event_id), bool(fresh))
         event = make_event(self._history.latest_id + 1, accepted.type, accepted.payload)
         self._accept(event)
-        return event.id
+        return Published(event.id)
 
     async def replay(self, last_id: int) -> Replay:
         if self._down or self._client is None:

@@ -19,6 +19,7 @@ import orjson
 from proxy.errors import BadRequest, BodyTooLarge
 
 MAX_EVENT_BYTES = 65_536
+MAX_EVENT_KEY_LENGTH = 128
 ALERT = "alert"
 INVENTORY_UPDATE = "inventory_update"
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -60,11 +61,24 @@ def _invalid(field: str, message: str) -> BadRequest:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid event before it has an id: `payload` is its JSON object with `timestamp`."""
+    """A valid event before it has an id: `payload` is its JSON object with `timestamp`.
+
+    `event_key` is the sender's name for the event, if it gave one: a resend under the same
+    key within the hour is answered with the first id and not published again.
+    """
 
     type: str
     severity: str | None
     payload: bytes
+    event_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What the broker did with an event: its id, and False when `event_key` was known."""
+
+    id: int
+    fresh: bool = True
 
 
 def parse_event(body: bytes, now_wall: float) -> Accepted:
@@ -88,9 +102,21 @@ def parse_event(body: bytes, now_wall: float) -> Accepted:
         severity = _check_alert(event)
     elif event_type == INVENTORY_UPDATE:
         _check_inventory_update(event)
+    event_key = _event_key(event)
     event.pop("id", None)
     event["timestamp"] = iso_utc(now_wall)
-    return Accepted(event_type, severity, orjson.dumps(event))
+    return Accepted(event_type, severity, orjson.dumps(event), event_key)
+
+
+def _event_key(event: dict[str, Any]) -> str | None:
+    key = event.get("event_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_EVENT_KEY_LENGTH:
+        raise _invalid(
+            "event_key", f"event_key must be a string of 1 to {MAX_EVENT_KEY_LENGTH} characters"
+        )
+    return key
 
 
 def _check_alert(event: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from proxy.hub.interfaces import (
     IdentityLike,
     TokenVerifierLike,
 )
+from proxy.hub.seen_keys import SeenKeys
 from proxy.hub.session import GOING_AWAY, WebSocketSession
 from proxy.hub.sinks import AiohttpSinkSender, SendFn, SinkDispatcher
 
@@ -80,6 +81,7 @@ class Hub:
         self._close_timeout = close_timeout
         self._yield_every = max(1, yield_every)
         self._broker = broker if broker is not None else MemoryBroker(ws_policy.history)
+        self._seen = SeenKeys(clock)
         self._own_sender: AiohttpSinkSender | None = None
         if sink_send is None:
             self._own_sender = sink_send = AiohttpSinkSender(sink_urls or {})
@@ -162,16 +164,25 @@ class Hub:
         """`POST /api/v1/events`: authorize, validate, publish; (202, {"id": N})."""
         self._authorize_ingest(authorization)
         accepted = parse_event(body, self._clock.wall())
-        event_id = await self._broker.publish(accepted)
+        key = accepted.event_key
+        if key is not None:
+            first_id = self._seen.first_id(key)
+            if first_id is not None:
+                return 202, {"id": first_id}
+        published = await self._broker.publish(accepted)
+        if key is not None:
+            self._seen.remember(key, published.id)
+        if not published.fresh:
+            return 202, {"id": published.id}
         self._observer.event_published(accepted.type)
         if accepted.type == ALERT and accepted.severity is not None:
-            self._sinks.offer(accepted.severity, with_id(event_id, accepted.payload))
-        return 202, {"id": event_id}
+            self._sinks.offer(accepted.severity, with_id(published.id, accepted.payload))
+        return 202, {"id": published.id}
 
     async def publish_alert(self, event: dict[str, Any]) -> int:
         """The sidecar's own alert: validated and published like an ingested one."""
         accepted = parse_event(orjson.dumps(event), self._clock.wall())
-        event_id = await self._broker.publish(accepted)
+        event_id = (await self._broker.publish(accepted)).id  # no event_key: always fresh
         self._observer.event_published(accepted.type)
         if accepted.severity is not None:
             self._sinks.offer(accepted.severity, with_id(event_id, accepted.payload))

@@ -83,6 +83,13 @@ class PendingDecision:
             self.pipeline.gone(self.conn, self.head, self.route.name, self.note)
 
 
+def resume_decided(conn: ClientConnection, result: Decision | Exception) -> None:
+    """A store's later answer, for the request waiting on `conn` (unless it has gone)."""
+    pending = conn.active
+    if isinstance(pending, PendingDecision):
+        pending.decided(result)
+
+
 class Pipeline:
     """Runs each request through the stages; see the module docstring for the order.
 
@@ -119,14 +126,12 @@ class Pipeline:
             if limiter.has_rules:
                 checks = limiter.checks(identity, client_ip, path, head.method)
                 if checks:
-                    decision = limiter.store.decide_now(checks)
+                    decision = limiter.store.decide(checks, resume_decided, conn)
                     if decision is None:
-                        # The store answers later (Redis): the decision's callback goes on.
-                        pending = PendingDecision(
+                        # The store answers later (Redis): `resume_decided` goes on.
+                        conn.active = PendingDecision(
                             self, conn, head, route, identity, forwarded_for, note
                         )
-                        conn.active = pending
-                        limiter.store.decide_then(checks, pending.decided)
                         return True
                     limits = limiter.verdict(decision)
             self._forward(conn, head, route, identity, forwarded_for, limits, note)

@@ -43,6 +43,7 @@ from proxy.pipeline.runtime import Runtime
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
+    TlsFailure,
     UpstreamFailure,
 )
 from proxy.upstream.head import ResponseHead
@@ -62,9 +63,11 @@ class ExchangeOwner(Protocol):
     def exchange_gone(self, exchange: Exchange) -> None: ...
 
 
-def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
+def _failure_error(name: str, kind: OutcomeKind, failure: UpstreamFailure) -> ProxyError:
     if kind is TIMEOUT:
         return UpstreamTimeout(f"upstream '{name}' did not answer in time")
+    if isinstance(failure, TlsFailure):
+        return UpstreamUnavailable(f"upstream '{name}' is unavailable: {failure}")
     return UpstreamUnavailable(f"upstream '{name}' is unavailable")
 
 
@@ -117,7 +120,7 @@ class Exchange:
         """Rendered header lines every answer to the client carries (the rate limits)."""
         proto = head.forwarded_proto
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
-            proto = b"http"
+            proto = client.state.scheme
         target = route.upstream_target(head.target) if route.strip_prefix else None
         self.note = note
         note.upstream = name
@@ -198,7 +201,7 @@ class Exchange:
         self.metrics.upstream_attempt(self.name, label)
         self.metrics.attempt_took(self.name, label, now - sent_at)
         self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, 0, label)
-        self.last_failure = _failure_error(self.name, kind)
+        self.last_failure = _failure_error(self.name, kind, failure)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
         if sent and not self._safe_to_resend():
             # Reset after sending: the upstream may have acted on it; never resend.

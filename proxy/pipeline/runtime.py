@@ -82,9 +82,15 @@ class State:
     retired_stores: list[LimitStore] = field(default_factory=list)
 
     def sync_store(self, policy: Policy) -> LimitStore:
-        """The rate-limit store; rebuilt only when the backend or its URL changes."""
+        """The rate-limit store; rebuilt only when the backend or where Redis is changes."""
         storage = policy.storage
-        key = (storage.backend, storage.redis_url if storage.backend == "redis" else "")
+        where = (
+            storage.redis_url,
+            storage.redis_cluster_nodes,
+            storage.redis_sentinels,
+            storage.redis_sentinel_master,
+        )
+        key = (storage.backend, repr(where) if storage.backend == "redis" else "")
         if self.store is not None and key == self.store_key:
             if storage.backend == "redis":
                 self.breaker("redis", storage.circuit_breaker)
@@ -132,16 +138,19 @@ class State:
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():
             pool = self.pools.get(name)
-            if pool is not None and pool.policy.url == upstream.url:
+            if pool is not None and pool.keeps(upstream):
                 pool.reconfigure(upstream)
             else:
                 if pool is not None:
                     pool.close()
-                self.pools[name] = UpstreamPool(upstream)
+                self.pools[name] = UpstreamPool(upstream, self._body_timed_out)
         for name in list(self.pools):
             if name not in policy.upstreams:
                 self.pools.pop(name).close()
         return dict(self.pools)
+
+    def _body_timed_out(self, upstream: str) -> None:
+        self.metrics.upstream_attempt(upstream, "timeout")
 
     def on_transition(self, event: BreakerTransition) -> None:
         self.metrics.breaker_transition(event)

@@ -122,6 +122,8 @@ class ServerState:
         self.limits = limits
         self.upgrade: Callable[[RequestHead], UpgradeHandler | None] = lambda head: None
         self.connections: set[ClientConnection] = set()
+        self.scheme = b"http"
+        """`X-Forwarded-Proto` for requests on this listener (`https` when it serves TLS)."""
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
 

@@ -7,6 +7,10 @@ one turn each. Measured here with 256 connections opened at once against a busy 
 the last of them was accepted 0.6-1.2 s after it connected, and those first requests made
 the whole run's p99. So the sidecar polls its listening sockets itself and, like nginx's
 `multi_accept` or CPython's asyncio, accepts up to `ACCEPT_BATCH` connections per wake-up.
+
+With `ssl_context` set the connections are served over TLS; the context may be swapped at
+any time (a rotated certificate) and applies to connections accepted from then on. A
+client that does not finish its handshake within `handshake_timeout` is cut.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 log = logging.getLogger("proxy.server")
@@ -34,6 +39,9 @@ _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 class Listener:
     """Listening sockets feeding `protocol_factory`; `close()` stops accepting."""
+
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout = 10.0
 
     def __init__(
         self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.BaseProtocol]
@@ -99,10 +107,17 @@ class Listener:
             self._loop.create_task(self._connect(conn))
 
     async def _connect(self, conn: socket.socket) -> None:
+        context = self.ssl_context
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn)
+            if context is None:
+                await self._loop.connect_accepted_socket(self._factory, conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    self._factory, conn, ssl=context, ssl_handshake_timeout=self.handshake_timeout
+                )
         except OSError:
-            # The client left between accept and here: nothing to serve.
+            # The client left between accept and here, or its TLS handshake failed or took
+            # too long (ssl.SSLError and the handshake timeout are OSErrors too).
             conn.close()
 
     def _resume(self, sock: socket.socket) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from policies.model import AlertsPolicy
+from policies.model import AlertsPolicy, SinkPolicy
+from proxy.clock import FakeClock
 from proxy.errors import AuthRequired, BadRequest, BodyTooLarge, Forbidden, InvalidToken
 from proxy.hub.events import MAX_EVENT_BYTES
-from tests.hub.hubkit import SERVICE_TOKEN, FakeVerifier, HubFactory, make_token
+from tests.hub.hubkit import SERVICE_TOKEN, FakeVerifier, HubFactory, make_token, wait_for
 
 EVENT = orjson.dumps({"type": "inventory_update", "update_type": "venta", "producto_id": 7})
 
@@ -87,3 +88,70 @@ async def test_reconfigure_swaps_the_service_token(make_hub: HubFactory) -> None
     with pytest.raises(InvalidToken):
         await hub.ingest(EVENT, f"Bearer {SERVICE_TOKEN}".encode())
     assert (await hub.ingest(EVENT, b"Bearer new-token"))[0] == 202
+
+
+def keyed(key: object, **fields: object) -> bytes:
+    event = {"type": "inventory_update", "update_type": "venta", "producto_id": 7, **fields}
+    return orjson.dumps({**event, "event_key": key})
+
+
+async def test_a_resent_event_key_gets_the_first_id_and_is_not_published_again(
+    make_hub: HubFactory,
+) -> None:
+    running = await make_hub()
+    service = f"Bearer {SERVICE_TOKEN}".encode()
+    first = await running.hub.ingest(keyed("app-1"), service)
+    again = await running.hub.ingest(keyed("app-1"), service)
+    other = await running.hub.ingest(keyed("app-2"), service)
+    assert (first, again, other) == ((202, {"id": 1}), (202, {"id": 1}), (202, {"id": 2}))
+    assert running.observer.counts["published", "inventory_update"] == 2
+    replay = await running.hub.replay(0)
+    assert [event.id for event in replay.events] == [1, 2]
+    assert b'"event_key":"app-1"' in replay.events[0].json
+
+
+async def test_an_event_key_is_forgotten_after_an_hour(make_hub: HubFactory) -> None:
+    clock = FakeClock()
+    running = await make_hub(hub_kwargs={"clock": clock})
+    service = f"Bearer {SERVICE_TOKEN}".encode()
+    assert await running.hub.ingest(keyed("k"), service) == (202, {"id": 1})
+    clock.advance(3599)
+    assert await running.hub.ingest(keyed("k"), service) == (202, {"id": 1})
+    clock.advance(1)
+    assert await running.hub.ingest(keyed("k"), service) == (202, {"id": 2})
+
+
+@pytest.mark.parametrize("key", ["", "x" * 129, 7, ["k"], {"k": 1}, True])
+async def test_a_bad_event_key_is_400_naming_the_field(make_hub: HubFactory, key: object) -> None:
+    hub = (await make_hub()).hub
+    with pytest.raises(BadRequest) as caught:
+        await hub.ingest(keyed(key), f"Bearer {SERVICE_TOKEN}".encode())
+    assert caught.value.status == 400
+    assert caught.value.fields["field"] == "event_key"
+
+
+async def test_an_event_key_of_128_characters_is_accepted(make_hub: HubFactory) -> None:
+    hub = (await make_hub()).hub
+    assert (await hub.ingest(keyed("x" * 128), f"Bearer {SERVICE_TOKEN}".encode()))[0] == 202
+
+
+async def test_a_resent_alert_reaches_the_sinks_once(make_hub: HubFactory) -> None:
+    sent: list[bytes] = []
+
+    async def send(sink: SinkPolicy, body: bytes) -> str:
+        sent.append(body)
+        return "success"
+
+    alerts = AlertsPolicy(sinks=(SinkPolicy(upstream="email_service", path="/send"),))
+    running = await make_hub(alerts=alerts, hub_kwargs={"sink_send": send})
+    alert = {"type": "alert", "alert_type": "x", "severity": "critical", "title": "t"}
+    body = orjson.dumps({**alert, "message": "m", "event_key": "alert-1"})
+    for _ in range(3):
+        assert await running.hub.ingest(body, f"Bearer {SERVICE_TOKEN}".encode()) == (
+            202,
+            {"id": 1},
+        )
+    later = orjson.dumps({**alert, "message": "m", "event_key": "alert-2"})
+    await running.hub.ingest(later, f"Bearer {SERVICE_TOKEN}".encode())
+    await wait_for(lambda: len(sent) >= 2)  # sinks are sent in order: no copy of 1 after 2
+    assert [orjson.loads(body)["id"] for body in sent] == [1, 2]

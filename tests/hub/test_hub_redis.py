@@ -134,3 +134,35 @@ async def test_a_redis_that_lost_its_data_is_followed(
         await c.publish({"type": "after_reset"})
         assert (await recv_type(on_b, "after_reset"))["type"] == "after_reset"
         assert await a.publish({"type": "tick"}) > 3
+
+
+async def test_an_event_resent_to_another_replica_is_published_once(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    a, b = await replicas()
+    event = {"type": "tick", "event_key": "app-42"}
+    async with connect(a.url()) as on_a, connect(b.url()) as on_b:
+        await recv_type(on_a, "welcome")
+        await recv_type(on_b, "welcome")
+        first = await a.publish(event)
+        # Resent to B (the app's first answer was lost), and concurrently to both.
+        again = await asyncio.gather(b.publish(event), a.publish(event), b.publish(event))
+        assert list(again) == [first] * 3
+        await a.publish({"type": "marker"})
+        for ws in (on_a, on_b):
+            assert (await recv_json(ws))["type"] == "tick"
+            assert (await recv_json(ws))["type"] == "marker"
+    assert b.observer.counts["published", "tick"] == 0
+    (seen_key,) = [k for k in redis_server.command("KEYS", "*").split(b"\r\n") if b"app-42" in k]
+    assert seen_key.endswith(b":seen:app-42")
+    ttl = int(redis_server.command("TTL", seen_key.decode()).strip().lstrip(b":"))
+    assert 3500 < ttl <= 3600
+
+
+async def test_concurrent_resends_to_fresh_replicas_publish_once(replicas: Any) -> None:
+    a, b = await replicas()
+    event = {"type": "tick", "event_key": "race"}
+    ids = await asyncio.gather(*(hub.publish(event) for hub in (a, b) for _ in range(5)))
+    assert len(set(ids)) == 1
+    replay = await a.hub.replay(0)
+    assert [e.id for e in replay.events] == [ids[0]]

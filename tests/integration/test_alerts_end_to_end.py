@@ -47,11 +47,20 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     config = write_policy(tmp_path / "policy.yaml", doc)
     sidecar = start_sidecar(config, port)
     try:
+        await events_flowing(app)
         yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", sidecar, sink, config)
     finally:
         sidecar.stop()
         app.stop()
         await sink.stop()
+
+
+async def events_flowing(app: Process, deadline_s: float = 15.0) -> None:
+    """The app started first: wait until its outbox (the startup alerts) reached the sidecar."""
+    end = time.monotonic() + deadline_s
+    while "not reachable" in (output := app.output()) and "reachable again" not in output:
+        assert time.monotonic() < end, output
+        await asyncio.sleep(0.05)
 
 
 async def next_of_type(ws: websockets.ClientConnection, kind: str, deadline_s: float) -> dict:
@@ -79,7 +88,10 @@ async def test_a_sale_crossing_the_threshold_alerts_clients_and_the_sink(stack: 
                 json={"producto_id": product["producto_id"], "cantidad": quantity},
             ) as resp:
                 assert resp.status == 201
+            # The startup check's alerts (delivered from the app's outbox) may come first.
             alert = await next_of_type(ws, "stock_bajo", 1.0)
+            while alert["data"]["producto_id"] != product["producto_id"]:
+                alert = await next_of_type(ws, "stock_bajo", 1.0)
             assert time.monotonic() - sold_at < 1.0
     assert alert["type"] == "alert" and alert["severity"] == "warning"
     assert alert["data"]["producto_id"] == product["producto_id"]
@@ -173,3 +185,66 @@ async def test_connections_endpoint_reload_and_shutdown(stack: Stack) -> None:
                 while True:
                     await asyncio.wait_for(plain.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_the_app_started_before_the_sidecar_loses_no_alert(tmp_path: Path) -> None:
+    """CONTRACT 14: the startup alerts wait in the app's outbox until the sidecar listens."""
+    sink = await FaultUpstream().start()
+    port = free_port()
+    app, app_port = start_upstream_app(tmp_path / "inv.db", f"http://127.0.0.1:{port}")
+    sidecar: Process | None = None
+    try:
+        deadline = time.monotonic() + 10
+        while "not reachable" not in app.output():
+            assert time.monotonic() < deadline, app.output()
+            await asyncio.sleep(0.05)
+        doc = make_policy(port, f"http://127.0.0.1:{app_port}")
+        doc["upstreams"]["email_service"]["url"] = sink.url
+        doc["alerts"]["sinks"] = [{"upstream": "email_service", "path": "/send"}]
+        sidecar = start_sidecar(write_policy(tmp_path / "policy.yaml", doc), port)
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/api/v1/reportes/inventario"
+            async with http.get(url, headers=bearer("1", "admin")) as resp:
+                report = await resp.json()
+        expected = report["stock_bajo"] + report["lotes_por_vencer"]
+        assert expected > 0
+        deadline = time.monotonic() + 15
+        while len(sent := [json.loads(s.body) for s in sink.hits("/send")]) < expected:
+            assert time.monotonic() < deadline, f"{len(sent)} of {expected} alerts arrived"
+            await asyncio.sleep(0.05)
+        keys = [alert["event_key"] for alert in sent]
+        assert len(keys) == len(set(keys)) == expected
+        output = app.output()
+        assert '"level":"warning"' not in output and "dropped" not in output, output
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        app.stop()
+        await sink.stop()
+
+
+async def test_a_resent_event_key_is_published_once_through_the_sidecar(stack: Stack) -> None:
+    url = f"{stack.url}/api/v1/events"
+    service = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
+    event = {"type": "inventory_update", "update_type": "lote", "producto_id": 3}
+    async with aiohttp.ClientSession() as http:
+        async with websockets.connect(f"{stack.ws}/api/v1/ws/notifications") as ws:
+            await ws.recv()
+            ids = []
+            for _ in range(2):
+                async with http.post(
+                    url, json={**event, "event_key": "e2e-1"}, headers=service
+                ) as resp:
+                    assert resp.status == 202
+                    ids.append((await resp.json())["id"])
+            assert ids[0] == ids[1]
+            async with http.post(url, json={**event, "producto_id": 4}, headers=service) as resp:
+                marker = (await resp.json())["id"]
+            received = []
+            while not received or received[-1]["id"] != marker:
+                received.append(await next_of_type(ws, "inventory_update", 5.0))
+        assert [e["id"] for e in received if e.get("event_key") == "e2e-1"] == [ids[0]]
+        too_long = {**event, "event_key": "k" * 129}
+        async with http.post(url, json=too_long, headers=service) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["field"] == "event_key"

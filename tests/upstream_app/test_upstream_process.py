@@ -23,7 +23,7 @@ async def test_random_seed_password_is_printed_once_and_works(
     http: aiohttp.ClientSession, start: Callable[..., RunningApp]
 ) -> None:
     app = start(env={"UPSTREAM_SEED_PASSWORD": None})
-    match = re.search(r"have password (\S+)", app.log_text())
+    match = re.search(r'have password ([^\s"]+)', app.log_text())
     assert match is not None, app.log_text()
     api = Api(http, app)
     assert await api.token("admin", password=match.group(1))

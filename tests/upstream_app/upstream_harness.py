@@ -59,13 +59,16 @@ class ReceivedEvent:
 class EventSink:
     """Records events POSTed to it; optionally holds every request until released."""
 
-    def __init__(self, *, hang: bool = False) -> None:
+    def __init__(self, *, hang: bool = False, port: int = 0, fail_first: int = 0) -> None:
+        """`port` 0 picks a free one; the first `fail_first` requests get 503."""
         self.events: list[ReceivedEvent] = []
+        self.refused = 0
+        self._fail_first = fail_first
         self._lock = threading.Lock()
         self._release = threading.Event()
         if not hang:
             self._release.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -109,10 +112,14 @@ class EventSink:
                 body = json.loads(self.rfile.read(length))
                 sink._release.wait()
                 with sink._lock:
-                    sink.events.append(
-                        ReceivedEvent(self.path, self.headers.get("Authorization"), body)
-                    )
-                self.send_response(202)
+                    refuse = sink.refused < sink._fail_first
+                    if refuse:
+                        sink.refused += 1
+                    else:
+                        sink.events.append(
+                            ReceivedEvent(self.path, self.headers.get("Authorization"), body)
+                        )
+                self.send_response(503 if refuse else 202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
