@@ -362,7 +362,7 @@ def _worker(loaded: LoadedPolicy, config_path: str, access_log: bool, sock: sock
 def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: int) -> int:
     """`n` workers on one port under a supervisor (proxy.workers.supervisor)."""
     supervisor = Supervisor(
-        loaded, config_path, n, lambda sock: _worker(loaded, config_path, access_log, sock)
+        loaded, config_path, n, lambda latest, sock: _worker(latest, config_path, access_log, sock)
     )
     return asyncio.run(supervisor.run())
 

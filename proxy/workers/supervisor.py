@@ -31,8 +31,9 @@ IDLE_TICK_S = 0.25
 COLLECT_TIMEOUT_S = 1.0
 """A worker silent this long is left out of one scrape: its last snapshot stands in."""
 
-WorkerMain = Callable[[socket.socket], int]
-"""Runs a worker in the forked child on its end of the channel; returns the exit code."""
+WorkerMain = Callable[[LoadedPolicy, socket.socket], int]
+"""Runs a worker in the forked child with the latest good policy, on its end of the
+channel; returns the exit code."""
 
 
 class Worker:
@@ -56,6 +57,8 @@ class Worker:
 class Supervisor:
     def __init__(self, loaded: LoadedPolicy, config_path: str, count: int, main: WorkerMain):
         self.config_path = config_path
+        self.loaded = loaded
+        """The latest good policy: what a restarted worker starts with."""
         self.count = count
         self.main = main
         self.board = BreakerBoard(loaded.policy)
@@ -94,13 +97,14 @@ class Supervisor:
                     if fd >= 0:
                         with contextlib.suppress(OSError):
                             os.close(fd)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until it serves (and reloads)
             signal.set_wakeup_fd(-1)
             asyncio.events._set_running_loop(None)
             code = 1
             try:
-                code = self.main(theirs)
+                code = self.main(self.loaded, theirs)
             finally:
                 os._exit(code)
         theirs.close()
@@ -162,9 +166,12 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGHUP)
         try:
-            self.board.sync(load_policy(self.config_path).policy)
+            loaded = load_policy(self.config_path)
         except Exception as error:  # the workers log the policy's errors
             log.warning("shared breakers keep the last good policy: %s", type(error).__name__)
+            return
+        self.loaded = loaded
+        self.board.sync(loaded.policy)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -286,7 +293,6 @@ class Supervisor:
     def metrics_text(self, scraper: Worker) -> bytes:
         live = [w.snapshot for w in self.workers if w.pid and w.snapshot]
         states = {name: s[0] for name, s in self.board.states().items()}
-        shared = shared_families(
-            states, self.board.transitions, self.restarts, sum(1 for w in self.workers if w.pid)
-        )
+        serving = sum(1 for w in self.workers if w.pid and w.ready)
+        shared = shared_families(states, self.board.transitions, self.restarts, serving)
         return merge(live, scraper.snapshot, self.retired, shared, self.board.breakers)

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.policy_files import make_policy, write_policy
@@ -45,7 +46,13 @@ def workers(
     inventory["retry"] = {"max_attempts": 1}
     inventory["circuit_breaker"] = {"failure_threshold": 3, "recovery_timeout": "60s"}
     proc = start_sidecar(write_policy(tmp_path / "policy.yaml", doc), port)
-    yield proc, f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+
+    async def serving() -> bool:
+        return sample(await scrape(base), "resilience_proxy_workers") == 2
+
+    assert asyncio.run(until(serving)), "both workers should be serving"
+    yield proc, base
     proc.stop()
 
 
@@ -232,3 +239,21 @@ async def test_websocket_clients_on_every_worker_get_every_event_once_in_order(
     finally:
         for session in sessions:
             await session.close()
+
+
+async def test_sighup_reloads_every_worker_and_the_shared_breakers(
+    workers: tuple[Process, str], tmp_path: Path
+) -> None:
+    proc, base = workers
+    config = tmp_path / "policy.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["upstreams"]["inventory"]["circuit_breaker"]["failure_threshold"] = 7
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc.signal(signal.SIGHUP)
+
+    async def reloaded() -> bool:
+        text = await scrape(base)
+        return sample(text, 'resilience_proxy_policy_reloads_total{result="success"}') == 2
+
+    assert await until(reloaded), "not every worker reloaded"
+    assert (await stats(base))["failure_threshold"] == 7
