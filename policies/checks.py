@@ -34,7 +34,10 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[
 def finish(policy: Policy, c: Collector) -> Policy:
     """The policy with derived names filled in; every cross-key problem added to `c`."""
     _check_server(policy.server, c)
-    _check_jwt(policy.auth.jwt, c)
+    _check_admin(policy, c)
+    _check_own_paths(policy, c)
+    if policy.auth.jwt is not None:
+        _check_jwt(policy.auth.jwt, c)
     redis_problem = redis_url_problem(policy.storage.redis_url)
     if redis_problem and c.ok("storage.redis_url"):
         c.add(c.at("storage.redis_url"), "storage.redis_url", redis_problem)
@@ -49,6 +52,7 @@ def finish(policy: Policy, c: Collector) -> Policy:
     upstreams = {k: _upstream(k, u, c) for k, u in policy.upstreams.items()}
     routes = tuple(_route(i, r, upstreams, c) for i, r in enumerate(policy.routes))
     _unique_names([r.name for r in routes], "routes", "route", c)
+    _check_unreachable_routes(routes, c)
     endpoints = tuple(_endpoint(i, e, c) for i, e in enumerate(policy.rate_limits.endpoints))
     _unique_names([e.name for e in endpoints], "rate_limits.endpoints", "rule", c)
     for i, sink in enumerate(policy.alerts.sinks):
@@ -106,8 +110,18 @@ def _address_problem(address: str) -> str | None:
 
 
 def _check_server(server: ServerPolicy, c: Collector) -> None:
-    if c.ok("server.listen"):
-        host, _, port = server.listen.rpartition(":")
+    _check_listen(server.listen, "server.listen", c)
+    for i, cidr in enumerate(server.trusted_proxies):
+        path = f"server.trusted_proxies[{i}]"
+        if c.ok(path):
+            problem = _cidr_problem(cidr)
+            if problem:
+                c.add(c.at(path), path, problem)
+
+
+def _check_listen(listen: str, path: str, c: Collector) -> None:
+    if c.ok(path):
+        host, _, port = listen.rpartition(":")
         problem = None
         if not 1 <= int(port) <= 65535:
             problem = f"port {port} is out of range (1-65535)"
@@ -116,13 +130,64 @@ def _check_server(server: ServerPolicy, c: Collector) -> None:
         elif not _valid_host(host):
             problem = f"{shown(host)} is not an IP address or host name"
         if problem:
-            c.add(c.at("server.listen"), "server.listen", problem)
-    for i, cidr in enumerate(server.trusted_proxies):
-        path = f"server.trusted_proxies[{i}]"
-        if c.ok(path):
-            problem = _cidr_problem(cidr)
-            if problem:
-                c.add(c.at(path), path, problem)
+            c.add(c.at(path), path, problem)
+
+
+def _check_admin(policy: Policy, c: Collector) -> None:
+    admin = policy.admin
+    if admin.token_env is not None:
+        _env_name(admin.token_env, "admin.token_env", c)
+    if admin.listen is None:
+        return
+    _check_listen(admin.listen, "admin.listen", c)
+    if c.ok("admin.listen", "server.listen") and admin.port == policy.server.port:
+        c.add(
+            c.at("admin.listen"),
+            "admin.listen",
+            f"port {admin.port} is server.listen's; the own endpoints need a port of their own",
+        )
+
+
+ADMIN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/console",
+    "/console/",
+    "/api/v1/resilience/",
+    "/api/v1/ws/connections",
+)
+"""The sidecar's own paths besides the metrics path (shared with the data plane by default)."""
+
+
+def _check_own_paths(policy: Policy, c: Collector) -> None:
+    """The hub's paths may not collide with each other nor, on a shared port, the admin's."""
+    taken: dict[str, str] = {}
+    if policy.admin.listen is None:
+        taken = dict.fromkeys(ADMIN_PATHS, "an own endpoint")
+        taken[policy.admin.metrics_path] = "admin.metrics_path"
+    candidates = []
+    if policy.websocket.enabled:
+        paths = policy.websocket.paths
+        candidates += [
+            ("websocket.paths.notifications", paths.notifications),
+            ("websocket.paths.alerts", paths.alerts),
+        ]
+    if policy.alerts.enabled:
+        candidates.append(("alerts.ingest_path", policy.alerts.ingest_path))
+    for key_path, value in candidates:
+        if not c.ok(key_path):
+            continue
+        clash = next(
+            (
+                owner
+                for path, owner in taken.items()
+                if value == path or (path.endswith("/") and value.startswith(path))
+            ),
+            None,
+        )
+        if clash is not None:
+            c.add(c.at(key_path), key_path, f"{shown(value)} is already {clash}'s path")
+        taken[value] = key_path
 
 
 def _valid_host(host: str) -> bool:
@@ -157,12 +222,20 @@ def _check_jwt(jwt: JwtPolicy, c: Collector) -> None:
     if not jwt.algorithms:
         c.add(c.at(where), where, "at least one algorithm is needed")
     asymmetric = [a for a in jwt.algorithms if not a.startswith("HS")]
-    no_key = not (jwt.public_key_file or jwt.jwks_file)
-    if asymmetric and no_key and c.ok("auth.jwt.public_key_file", "auth.jwt.jwks_file"):
+    no_key = not (jwt.public_key_file or jwt.jwks_file or jwt.jwks_url)
+    key_paths = ("auth.jwt.public_key_file", "auth.jwt.jwks_file", "auth.jwt.jwks_url")
+    if asymmetric and no_key and c.ok(*key_paths):
         c.add(
             c.at(where),
             where,
-            f"{', '.join(asymmetric)} needs auth.jwt.public_key_file or auth.jwt.jwks_file",
+            f"{', '.join(asymmetric)} needs auth.jwt.public_key_file, auth.jwt.jwks_file "
+            "or auth.jwt.jwks_url",
+        )
+    if jwt.jwks_url is not None and jwt.jwks_file is not None and c.ok(*key_paths):
+        c.add(
+            c.at("auth.jwt.jwks_url"),
+            "auth.jwt.jwks_url",
+            "set only one of jwks_file and jwks_url",
         )
     if any(a.startswith("HS") for a in jwt.algorithms):
         _env_name(jwt.secret_env, "auth.jwt.secret_env", c)
@@ -222,6 +295,29 @@ def _route(
         c.add(c.at(f"{base}.strip_prefix"), f"{base}.strip_prefix", "needs `path_prefix`")
     _known_upstream(route.upstream, f"{base}.upstream", upstreams, c)
     return replace(route, name=route.name or route.path_prefix or route.path or "")
+
+
+def _check_unreachable_routes(routes: tuple[RoutePolicy, ...], c: Collector) -> None:
+    """A route an earlier one always takes first (same path or prefix, or a covering prefix)."""
+    for j, later in enumerate(routes):
+        key = "path" if later.path is not None else "path_prefix"
+        target = later.path if later.path is not None else later.path_prefix
+        where = f"routes[{j}].{key}"
+        if target is None or not c.ok(where, f"routes[{j}].path", f"routes[{j}].path_prefix"):
+            continue
+        for i, earlier in enumerate(routes[:j]):
+            if not c.ok(f"routes[{i}]"):
+                continue
+            covering = earlier.path_prefix is not None and target.startswith(earlier.path_prefix)
+            same = earlier.path is not None and later.path == earlier.path
+            if covering or same:
+                shown_path = earlier.path_prefix if covering else earlier.path
+                c.add(
+                    c.at(where),
+                    where,
+                    f"never matches: routes[{i}] ({shown_path}) comes first",
+                )
+                break
 
 
 def _known_upstream(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from yaml.nodes import MappingNode
 
@@ -45,6 +45,16 @@ class LoadedPolicy:
     sha256: str
     source: str
     raw: bytes
+    positions: Mapping[str, tuple[int, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """key path -> (line, col) of every value written, for problems found after loading."""
+
+    def position(self, path: str) -> tuple[int, int]:
+        """Where `path` was written, or its nearest written ancestor (1, 1 if none)."""
+        finder = Collector()
+        finder.positions = dict(self.positions)
+        return finder.at(path)
 
 
 def load_policy(path: str) -> LoadedPolicy:
@@ -80,7 +90,9 @@ def load_policy_text(text: str | bytes, source: str) -> LoadedPolicy:
     check_tls_files(policy, collector)
     if collector.problems:
         raise PolicyError(collector.problems, source)
-    return LoadedPolicy(policy, hashlib.sha256(raw).hexdigest(), source, raw)
+    return LoadedPolicy(
+        policy, hashlib.sha256(raw).hexdigest(), source, raw, positions=collector.positions
+    )
 
 
 def apply_env_overrides(policy: Policy, environ: Mapping[str, str]) -> Policy:

@@ -138,11 +138,23 @@ class JwtPolicy:
     user_claim: str = setting("sub", "claim holding the user id")
     role_claim: str = setting("role", "claim holding the role")
     leeway: Duration = setting(30.0, "clock skew allowed on exp/nbf/iat", minimum=0)
+    jwks_url: str | None = setting(
+        None,
+        "http(s) URL of a JWKS, fetched at start and every jwks_refresh",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
+        expected="an http:// or https:// URL",
+    )
+    jwks_refresh: Duration = setting(300.0, "how often jwks_url is fetched", minimum=1)
+    jwks_ca_file: str | None = setting(
+        None, "CA bundle for an https jwks_url (default: the system's)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    jwt: JwtPolicy = setting(factory=JwtPolicy, doc="token verification")
+    jwt: JwtPolicy | None = setting(
+        None, "token verification; left out (`auth: {}`): no token is verified"
+    )
     invalid_token: Literal["reject", "anonymous"] = setting(
         "reject", "reject: 401; anonymous: treat a bad token as no token"
     )
@@ -302,6 +314,14 @@ class RateLimitsPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketPathsPolicy:
+    notifications: str = setting(
+        "/api/v1/ws/notifications", "path of the channel of every event", pattern="^/"
+    )
+    alerts: str = setting("/api/v1/ws/alerts", "path of the alerts-only channel", pattern="^/")
+
+
+@dataclass(frozen=True, slots=True)
 class WebSocketPolicy:
     heartbeat: Duration = setting(
         30.0, "heartbeat period; silent two beats: closed", exclusive_minimum=0
@@ -315,6 +335,10 @@ class WebSocketPolicy:
     max_message_bytes: int = setting(65_536, "largest client frame; bigger: 1009", minimum=128)
     allowed_origins: tuple[str, ...] = setting((), "browser Origins allowed (empty: any)")
     token_expiry_grace: Duration = setting(25.0, "time after exp to send a new auth", minimum=0)
+    enabled: bool = setting(True, "false: the hub's paths are routed to the upstream")
+    paths: WebSocketPathsPolicy = setting(
+        factory=WebSocketPathsPolicy, doc="the hub's WebSocket paths"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,12 +370,31 @@ class AlertsPolicy:
         "publish the sidecar's own alerts (breaker open/closed, storage fallback/recovered,"
         " policy reload failed) on the alerts channel and to the sinks",
     )
+    enabled: bool = setting(True, "false: the ingest path is routed to the upstream")
+    ingest_path: str = setting("/api/v1/events", "path of event ingest (POST)", pattern="^/")
 
 
 @dataclass(frozen=True, slots=True)
 class AdminPolicy:
     roles: tuple[str, ...] = setting(("admin",), "roles allowed on the admin endpoints")
     metrics_path: str = setting("/metrics", "path of the Prometheus endpoint", pattern="^/")
+    listen: str | None = setting(
+        None,
+        "HOST:PORT of the sidecar's own endpoints (null: they share server.listen)",
+        pattern=r"^\[?[^\]]*\]?:\d{1,5}$",
+        expected="HOST:PORT (e.g. 127.0.0.1:9901)",
+    )
+    token_env: str | None = setting(
+        None, "environment variable whose value, as `Bearer VALUE`, is admin too"
+    )
+
+    @property
+    def host(self) -> str:
+        return (self.listen or "").rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int((self.listen or ":0").rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,11 @@ from typing import cast
 import uvloop
 
 from policies.load import LoadedPolicy
-from policies.model import TracingPolicy
+from policies.model import JwtPolicy, Policy, TracingPolicy
 from policies.tls_files import TlsFileProblem
 from proxy import logs
-from proxy.admin import WEBSOCKET_PATHS, own_endpoints
+from proxy.admin import admin_endpoints, own_endpoints, websocket_paths
+from proxy.admin_listener import AdminListener
 from proxy.clock import SYSTEM_CLOCK
 from proxy.console.feed import ConsoleFeed
 from proxy.core.breaker import iso_utc
@@ -35,6 +36,7 @@ from proxy.core.routing import RouteTable
 from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
+from proxy.key_refresh import KeySource
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.logs import AccessLog
 from proxy.metrics import Metrics
@@ -55,9 +57,20 @@ from proxy.workers.supervisor import Supervisor
 
 log = logging.getLogger("proxy.app")
 
+CONSOLE_ALERTS_PATH = b"/api/v1/ws/alerts"
+"""Where the console (served on the admin listener when there is one) opens its alerts
+socket: its own origin. The admin listener serves the alerts channel there, whatever
+`websocket.paths` and `websocket.enabled` say of the data plane."""
+
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _leeway(policy: Policy) -> float:
+    """The WebSocket's token grace (`auth.jwt.leeway`; the default without identity)."""
+    jwt = policy.auth.jwt
+    return jwt.leeway if jwt is not None else JwtPolicy().leeway
 
 
 def server_limits(loaded: LoadedPolicy) -> ServerLimits:
@@ -79,6 +92,7 @@ class Sidecar:
         self.exporter: SpanExporter | None = None
         self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
+        self.keys = KeySource(self.state.metrics, self.state.degraded)
         self.pipeline = Pipeline(self.build(loaded))
         self.state.metrics.watch_in_flight(lambda: self.pipeline.in_flight)
         hub = self.state.hub = self.make_hub(self.runtime)
@@ -86,6 +100,10 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        self.admin_listener = AdminListener(self.pipeline)
+        self.admin_state = ServerState(self.admin_listener.handle, server_limits(loaded))
+        self.admin_state.upgrade = self.admin_websocket_takeover
+        """The connections of `admin.listen` (none when it is unset)."""
         tls = loaded.policy.server.tls
         self.certificate: ServingCertificate | None = None
         if tls is not None:
@@ -102,6 +120,8 @@ class Sidecar:
         self.arm_operational()
         self.state.console = ConsoleFeed(self.state.metrics, lambda: self.pipeline.in_flight)
         self._listener: Listener | None = None
+        self._admin_listener: Listener | None = None
+        self._websocket_paths = websocket_paths(loaded.policy)
         self._stopped = asyncio.Event()
 
     @property
@@ -114,6 +134,8 @@ class Sidecar:
         keys = load_key_material(policy.auth.jwt, os.environ)
         for note in keys.warnings:
             log.warning("auth.jwt: %s", note)
+        token_env = policy.admin.token_env
+        admin_token = os.environ.get(token_env, "") if token_env else ""
         runtime = Runtime(
             loaded=loaded,
             loaded_at=_now_iso(),
@@ -121,15 +143,19 @@ class Sidecar:
             trusted=TrustedProxies(policy.server.trusted_proxies),
             pools=self.state.sync_pools(policy),
             guards=self.state.sync_guards(policy),
-            verifier=TokenVerifier(policy.auth.jwt, keys, SYSTEM_CLOCK),
+            verifier=TokenVerifier(
+                policy.auth.jwt, self.keys.configure(policy.auth.jwt, keys), SYSTEM_CLOCK
+            ),
             limiter=RateLimiter(
                 policy.rate_limits, self.state.sync_store(policy), self.state.metrics
             ),
-            own_endpoints=own_endpoints(policy.admin.metrics_path),
+            own_endpoints=own_endpoints(policy),
             state=self.state,
             metrics=self.state.metrics,
             max_in_flight=policy.server.max_in_flight,
             observer=self.observer(policy.server.access_log, policy.tracing),
+            admin_endpoints=admin_endpoints(policy),
+            admin_token=admin_token.encode("utf-8", "surrogateescape") if admin_token else None,
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
@@ -168,7 +194,7 @@ class Sidecar:
             verifier=runtime.verifier,
             admin_roles=policy.admin.roles,
             ingest_token=os.environ.get(policy.alerts.ingest_token_env),
-            leeway=policy.auth.jwt.leeway,
+            leeway=_leeway(policy),
             broker=broker,
             sink_send=SinkSender(lambda: self.runtime),
             observer=self.state.metrics,
@@ -176,7 +202,13 @@ class Sidecar:
 
     def websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
         """The hub takes over upgrades to its two paths; other upgrades are plain requests."""
-        channel = WEBSOCKET_PATHS.get(head.path)
+        return self._takeover(head, self._websocket_paths.get(head.path))
+
+    def admin_websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
+        """On the admin listener, the console's live alerts (`CONSOLE_ALERTS_PATH`)."""
+        return self._takeover(head, "alerts" if head.path == CONSOLE_ALERTS_PATH else None)
+
+    def _takeover(self, head: RequestHead, channel: str | None) -> UpgradeHandler | None:
         hub = self.state.hub
         if channel is None or hub is None or head.method != b"GET":
             return None
@@ -213,6 +245,8 @@ class Sidecar:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
+        if loaded.policy.admin.listen != old.admin.listen:
+            log.warning("admin.listen changed: it takes effect at the next restart")
         tls = loaded.policy.server.tls
         if tls != old.server.tls:
             if self.certificate is not None and tls is not None:
@@ -224,7 +258,9 @@ class Sidecar:
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self._sync_exporters()
+        self._websocket_paths = websocket_paths(loaded.policy)
         self.server_state.limits = server_limits(loaded)
+        self.admin_state.limits = server_limits(loaded)
         self.arm_operational()
         policy = runtime.policy
         if self.state.hub is not None:
@@ -234,7 +270,7 @@ class Sidecar:
                 runtime.verifier,
                 policy.admin.roles,
                 os.environ.get(policy.alerts.ingest_token_env),
-                policy.auth.jwt.leeway,
+                _leeway(policy),
             )
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -245,6 +281,19 @@ class Sidecar:
             server.port,
             reuse_port,
         )
+        admin = self.runtime.policy.admin
+        if admin.listen is not None:
+            try:
+                self._admin_listener = await Listener.open(
+                    lambda: cast(asyncio.BaseProtocol, ClientConnection(self.admin_state)),
+                    admin.host or None,
+                    admin.port,
+                    reuse_port,
+                )
+            except OSError:
+                self._listener.close()
+                raise
+            self.admin_state.start_sweeping()
         self._listener.handshake_timeout = server.header_timeout
         if self.certificate is not None:
             self._listener.ssl_context = self.certificate.context
@@ -253,13 +302,18 @@ class Sidecar:
         self._sync_exporters()
         if self.state.hub is not None:
             await self.state.hub.start()
+        await self.keys.start()
         self.watcher.start()
         if self.state.console is not None:
             self.state.console.start()
         self.state.ready = True
         log.info(
             "sidecar listening",
-            extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
+            extra={
+                "listen": server.listen,
+                "admin_listen": admin.listen,
+                "policy_hash": self.runtime.loaded.sha256,
+            },
         )
 
     def _sync_exporters(self) -> None:
@@ -271,7 +325,9 @@ class Sidecar:
             asyncio.get_running_loop().create_task(exporter.close())
 
     def reload_now(self) -> None:
+        """SIGHUP: the policy, and the key files even when the policy is unchanged."""
         self.watcher.reload()
+        self.keys.reread_files()
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish, then close everything."""
@@ -283,6 +339,8 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         self.server_state.close_idle()
+        # The admin listener stays up while draining: /readyz answers 503 `draining` there,
+        # which is how an orchestrator sees the drain.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.runtime.policy.server.drain_timeout
         while self.server_state.in_flight() and loop.time() < deadline:
@@ -292,7 +350,13 @@ class Sidecar:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._admin_listener is not None:
+            self._admin_listener.close()
+        self.admin_state.stop_sweeping()
+        for conn in list(self.admin_state.connections):
+            conn.close()
         await self.watcher.stop()
+        await self.keys.close()
         if self.certificate is not None:
             await self.certificate.stop()
         if self.state.console is not None:
@@ -383,6 +447,9 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
         print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        where = loaded.policy.server.listen
+        if loaded.policy.admin.listen is not None:
+            where += f" and {loaded.policy.admin.listen}"
+        print(f"cannot listen on {where}: {error.strerror}", file=sys.stderr)
         return 1
     return 0

@@ -244,6 +244,9 @@ class Metrics:
         self.policy_info = Gauge(
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
+        self.jwks_refreshes = Counter(
+            p + "jwks_refreshes_total", "Fetches of auth.jwt.jwks_url", ["result"], registry=r
+        )
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -401,6 +404,13 @@ class Metrics:
     # -- policy ------------------------------------------------------------------------------
     def policy_reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
+
+    def jwks_refresh(self, ok: bool | None) -> None:
+        """One fetch of the JWKS URL counted; None only declares both series (at zero)."""
+        for result in ("success", "failure"):
+            self.jwks_refreshes.labels(result)
+        if ok is not None:
+            self.jwks_refreshes.labels("success" if ok else "failure").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,6 +31,8 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.pipeline", 4),
     ("proxy.admin", 5),
     ("proxy.workers", 5),
+    ("proxy.admin_listener", 5),
+    ("proxy.key_refresh", 4),
     ("proxy.app", 6),
     ("proxy.cli", 7),
     ("proxy.__main__", 8),

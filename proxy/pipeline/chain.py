@@ -22,7 +22,7 @@ from proxy.core.identity import Identity
 from proxy.core.routing import Route
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
-from proxy.pipeline.identity import identify, identity_headers
+from proxy.pipeline.identity import identify, identify_settled, identity_headers
 from proxy.pipeline.observe import CLIENT_CLOSED, RequestNote
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
@@ -250,7 +250,7 @@ class Pipeline:
                     raise Overloaded("the sidecar has too many requests in flight")
                 self.in_flight += 1
                 try:
-                    identity = note.identity = identify(head, runtime)
+                    identity = note.identity = await identify_settled(head, runtime)
                     limits = await runtime.limiter.check(
                         identity, client_ip, head.path, head.method
                     )
