@@ -109,6 +109,16 @@ class ServerPolicy:
     max_header_bytes: int = setting(
         65_536, "largest request head (request line + headers); 431 past it", minimum=1024
     )
+    max_connections: int = setting(
+        10_000, "open client connections per process; past it new ones are closed", minimum=1
+    )
+    request_buffer_bytes: int = setting(
+        65_536, "a body up to this size is read whole before the first attempt", minimum=0
+    )
+    client_body_timeout: Duration = setting(
+        10.0, "longest wait between bytes of a body being read whole; 408 past it",
+        exclusive_minimum=0,
+    )  # fmt: skip
     access_log: bool = setting(
         False, "one JSON line per request on stdout (logger proxy.access); or --access-log"
     )
@@ -161,6 +171,12 @@ class AuthPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerProbePolicy:
+    path: str = setting("/healthz", "path requested (GET) on the upstream", pattern="^/")
+    interval: Duration = setting(2.0, "time between probes while open", exclusive_minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitBreakerPolicy:
     failure_threshold: int = setting(5, "consecutive failures that open it", minimum=1)
     recovery_timeout: Duration = setting(60.0, "time open before half_open", exclusive_minimum=0)
@@ -180,6 +196,9 @@ class CircuitBreakerPolicy:
     )
     mode: Literal["enforce", "shadow"] = setting(
         "enforce", "shadow: track and report states, never reject"
+    )
+    probe: BreakerProbePolicy | None = setting(
+        None, "upstream breakers: while open, probe it; the first success moves it to half_open"
     )
 
 
@@ -338,6 +357,9 @@ class WebSocketPolicy:
     enabled: bool = setting(True, "false: the hub's paths are routed to the upstream")
     paths: WebSocketPathsPolicy = setting(
         factory=WebSocketPathsPolicy, doc="the hub's WebSocket paths"
+    )
+    send_queue_bytes: int = setting(
+        1_048_576, "bytes queued per connection; overflow: 1013", minimum=1024
     )
 
 

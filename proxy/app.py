@@ -42,6 +42,7 @@ from proxy.logs import AccessLog
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
+from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime, State
 from proxy.pipeline.sinks import SinkSender
@@ -80,6 +81,9 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
         max_body_bytes=server.max_body_bytes,
         header_timeout=server.header_timeout,
         keepalive_timeout=server.keepalive_timeout,
+        max_connections=server.max_connections,
+        request_buffer_bytes=server.request_buffer_bytes,
+        client_body_timeout=server.client_body_timeout,
     )
 
 
@@ -109,6 +113,8 @@ class Sidecar:
         if tls is not None:
             self.certificate = ServingCertificate(tls, self._swap_certificate)
             self.server_state.scheme = b"https"
+        self.server_state.other_connections = self.websocket_count
+        self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
             config_path,
             loaded.sha256,
@@ -116,6 +122,7 @@ class Sidecar:
             self.state.metrics.policy_reload,
             self.reloaded,
         )
+        self.prober = BreakerProber(lambda: self.runtime)
         self.state.operational = OperationalAlerts(hub.publish_alert)
         self.arm_operational()
         self.state.console = ConsoleFeed(self.state.metrics, lambda: self.pipeline.in_flight)
@@ -223,6 +230,10 @@ class Sidecar:
         if self._listener is not None:
             self._listener.ssl_context = context
 
+    def websocket_count(self) -> int:
+        hub = self.state.hub
+        return 0 if hub is None else hub.live_sessions
+
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
         operational = self.state.operational
@@ -304,6 +315,7 @@ class Sidecar:
             await self.state.hub.start()
         await self.keys.start()
         self.watcher.start()
+        self.prober.start()
         if self.state.console is not None:
             self.state.console.start()
         self.state.ready = True
@@ -359,6 +371,7 @@ class Sidecar:
         await self.keys.close()
         if self.certificate is not None:
             await self.certificate.stop()
+        await self.prober.stop()
         if self.state.console is not None:
             await self.state.console.stop()
         if self.state.hub is not None:

@@ -247,6 +247,14 @@ class Metrics:
         self.jwks_refreshes = Counter(
             p + "jwks_refreshes_total", "Fetches of auth.jwt.jwks_url", ["result"], registry=r
         )
+        self.breaker_probes = Counter(
+            p + "breaker_probes_total", "Health probes of open breakers", ["breaker", "result"],
+            registry=r,
+        )  # fmt: skip
+        self.connections_refused = Counter(
+            p + "connections_refused_total",
+            "Client connections closed at once: server.max_connections reached", registry=r,
+        )  # fmt: skip
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -262,12 +270,15 @@ class Metrics:
             self.set_breaker_state(name, state)
             for outcome in BREAKER_OUTCOMES:
                 self.hot.breaker_calls.setdefault((name, outcome), 0)
-        for name in policy.upstreams:
+        for name, upstream in policy.upstreams.items():
             for outcome in ATTEMPT_OUTCOMES:
                 self.hot.attempts.setdefault((name, outcome), 0)
             for reason in ("connect-failure", "timeout", "status"):
                 self.retries.labels(name, reason)
             self.budget_exhausted.labels(name)
+            if upstream.circuit_breaker.probe is not None:
+                for result in ("success", "failure"):
+                    self.breaker_probes.labels(name, result)
         rules = [f"role:{role}" for role in policy.rate_limits.roles]
         rules += [rule.name for rule in policy.rate_limits.endpoints]
         for rule in rules:
@@ -358,6 +369,12 @@ class Metrics:
         calls = self.hot.breaker_calls
         key = (breaker, outcome)
         calls[key] = calls.get(key, 0) + 1
+
+    def breaker_probe(self, breaker: str, ok: bool) -> None:
+        self.breaker_probes.labels(breaker, "success" if ok else "failure").inc()
+
+    def connection_refused(self) -> None:
+        self.connections_refused.inc()
 
     def forget_breaker(self, breaker: str) -> None:
         for state in BREAKER_STATES:

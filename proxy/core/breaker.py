@@ -2,6 +2,7 @@
 
     closed --failure_threshold consecutive failures, or failure rate--> open
     open --recovery_timeout passed (read lazily, probe or not)--> half_open
+    open --a health probe succeeded (`probe_succeeded`, CONTRACT 14)--> half_open
     half_open --success_threshold probe successes--> closed
     half_open --any probe failure--> open (the timer starts again)
     any --force_open()/force_close()--> forced_open/forced_closed (stay until changed)
@@ -330,6 +331,19 @@ class CircuitBreaker:
             self._consecutive = 0
             self._window_calls.clear()
             self._window_failures.clear()
+
+    def probe_ticket(self) -> int | None:
+        """Open (and not yet due for half_open): the epoch a health probe started in, to
+        hand to `probe_succeeded`; otherwise None (nothing to probe)."""
+        if self._observe() is OPEN:
+            return self._epoch
+        return None
+
+    def probe_succeeded(self, ticket: int) -> None:
+        """A health probe started at `ticket` found the upstream answering: half_open now,
+        before `recovery_timeout`. A probe that outlived its open state changes nothing."""
+        if ticket == self._epoch and self._observe() is OPEN:
+            self._transition(HALF_OPEN, "health_probe")
 
     def force_open(self) -> None:
         """Reject every call (shadow mode: only count) until `force_close` or `reset`."""

@@ -46,6 +46,8 @@ MAX_CACHED_HEADER = 4096
 """Longer `Authorization` values are looked up by their token's digest only."""
 DEFAULT_CACHE_SIZE = 10_000
 """Tokens remembered per verifier, accepted and refused ones each."""
+MAX_IDENTITY_BYTES = 256
+"""Longest user id or role, in UTF-8 bytes (they become header values upstream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,8 @@ class TokenVerifier:
       `kid` uses the PEM key, and is refused if there is none.
     - `exp`, `nbf`, `iat` are optional but, when present, must be finite numbers and are
       checked with `leeway`; `iss`/`aud` only when the policy sets them (`aud` may be a list).
-    - The user claim must be a non-empty string or an integer (read as text).
+    - The user claim must be a non-empty string or an integer (read as text); user and
+      role must be valid header values (`is_header_value`), as they are sent upstream.
     - A token without the role claim is refused (`missing role claim`) rather than demoted
       to `anonymous`: a signed token lacking it is minted for something else or read with
       the wrong `role_claim`, and a silent demotion would hide that behind odd rate limits.
@@ -332,10 +335,12 @@ def _user_id(claims: dict[str, Any], name: str) -> str:
     if name not in claims:
         raise _Rejected(MISSING_USER)
     value = claims[name]
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and is_header_value(value):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        text = str(value)
+        if len(text) <= MAX_IDENTITY_BYTES:
+            return text
     raise _Rejected(INVALID_USER)
 
 
@@ -343,6 +348,23 @@ def _role(claims: dict[str, Any], name: str) -> str:
     if name not in claims:
         raise _Rejected(MISSING_ROLE)
     value = claims[name]
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and is_header_value(value):
         return value
     raise _Rejected(INVALID_ROLE)
+
+
+def is_header_value(text: str) -> bool:
+    """Can `text` go upstream as X-User-Id / X-User-Role as it is (CONTRACT 14)?
+
+    No control character (CR and LF would inject header lines, NUL cuts them) and at most
+    `MAX_IDENTITY_BYTES` in UTF-8: such a claim makes the token invalid, never a header.
+    """
+    if len(text) > MAX_IDENTITY_BYTES:
+        return False
+    if len(text.encode("utf-8", "replace")) > MAX_IDENTITY_BYTES:
+        return False
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F:
+            return False
+    return True

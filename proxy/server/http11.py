@@ -33,6 +33,7 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
+from proxy.server.framing import body_framing, check_head
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.server.responses import JSON, error_headers, status_line
 
@@ -43,7 +44,11 @@ FastHandler = Callable[["ClientConnection", RequestHead], bool]
 """Takes a request without a body at once (True) or leaves it to the serving task."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
-MAX_PIPELINED = 16
+MAX_PIPELINED = 8
+"""Requests parsed ahead of the one being answered; past it the rest waits unparsed."""
+PARSE_SLICE = 4096
+"""Bytes fed to the parser at a time when more arrive at once, so a burst of pipelined
+requests is parsed no further than `MAX_PIPELINED` (llhttp cannot be paused midway)."""
 _NOTED = frozenset(
     {
         b"authorization",
@@ -103,6 +108,9 @@ class ServerLimits:
     max_body_bytes: int = 1_048_576
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
+    max_connections: int = 10_000
+    request_buffer_bytes: int = 65_536
+    client_body_timeout: float = 10.0
 
 
 class Cancellable(Protocol):
@@ -121,6 +129,10 @@ class ServerState:
         self.fast = fast
         self.limits = limits
         self.upgrade: Callable[[RequestHead], UpgradeHandler | None] = lambda head: None
+        self.other_connections: Callable[[], int] = lambda: 0
+        """Connections this process holds besides `connections` (taken-over WebSockets)."""
+        self.on_refused: Callable[[], None] = lambda: None
+        """Told of each connection closed at once for `max_connections`."""
         self.connections: set[ClientConnection] = set()
         self.scheme = b"http"
         """`X-Forwarded-Proto` for requests on this listener (`https` when it serves TLS)."""
@@ -158,6 +170,7 @@ class ClientConnection:
     subclass `asyncio.Protocol`, and the event loop only calls the methods)."""
 
     __slots__ = (
+        "_begun",
         "_body",
         "_closing_after",
         "_head_size",
@@ -170,7 +183,10 @@ class ClientConnection:
         "_pending",
         "_read_paused",
         "_response_started",
+        "_resumed_body",
         "_task",
+        "_unparsed",
+        "_upgrade_body",
         "_url",
         "_waiter",
         "_write_waiters",
@@ -195,7 +211,11 @@ class ClientConnection:
         self._head_size = 0
         self._head_started: float | None = None
         self._last_activity = time.monotonic()
+        self._begun = False
         self._body: RequestBody | None = None
+        self._upgrade_body: RequestBody | None = None
+        self._unparsed: bytes | None = None
+        self._resumed_body: RequestBody | None = None
         self._pending: deque[tuple[RequestHead, RequestBody | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -214,6 +234,11 @@ class ClientConnection:
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        if len(state.connections) + state.other_connections() >= state.limits.max_connections:
+            state.on_refused()
+            cast(asyncio.Transport, transport).abort()  # at once: its descriptor is short
+            return
         self.transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
@@ -243,22 +268,46 @@ class ClientConnection:
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._on_upgrade(data, upgrade.args[0])
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            if isinstance(cause, _Reject):
-                self._fail(cause.error)
-            else:
-                log.exception("request parser callback failed")
-                self._fail(BadRequest("malformed request"))
-        except httptools.HttpParserError as error:
-            self._fail(BadRequest(f"malformed request: {error}"))
+        if self._unparsed is not None:
+            self._unparsed += data  # parsing is held back (and reading paused): keep it
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed the parser, holding the rest back (reading paused) once `MAX_PIPELINED`
+        requests wait or the output is backed up: a client that pipelines without reading
+        costs at most that much memory (CONTRACT 14)."""
+        start = 0
+        end = len(data)
+        while start < end:
+            if len(self._pending) >= MAX_PIPELINED or self.write_paused:
+                self._unparsed = data[start:]
+                self._pause_reading()
+                return
+            stop = end if end - start <= PARSE_SLICE else start + PARSE_SLICE
+            try:
+                self._parser.feed_data(data if start == 0 and stop == end else data[start:stop])
+            except httptools.HttpParserUpgrade as upgrade:
+                self._on_upgrade(data[start:], upgrade.args[0])
+                return
+            except httptools.HttpParserCallbackError as error:
+                cause = error.__context__
+                if isinstance(cause, _Reject):
+                    self._fail(cause.error)
+                else:
+                    log.exception("request parser callback failed")
+                    self._fail(BadRequest("malformed request"))
+                return
+            except httptools.HttpParserError as error:
+                self._fail(BadRequest(f"malformed request: {error}"))
+                return
+            start = stop
 
     def pause_writing(self) -> None:
+        # The transport's unsent output passed its high-water mark (64 KiB under uvloop and
+        # asyncio, within the 256 KiB of CONTRACT 14): read nothing more until it drains.
         self.write_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -266,9 +315,11 @@ class ClientConnection:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        self._resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._begun = True
         self._url = []
         self._headers = []
         self._head_size = 0
@@ -288,6 +339,10 @@ class ClientConnection:
 
     def on_headers_complete(self) -> None:
         self._head_started = None
+        if self._resumed_body is not None:
+            # The framing-only head `_on_upgrade` fed: its body belongs to the request before.
+            self._body, self._resumed_body = self._resumed_body, None
+            return
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(
@@ -302,14 +357,21 @@ class ClientConnection:
             head.http_version = parser.get_http_version()
         if not head.request_id:
             head.request_id = new_request_id()
-        if head.upgrade is not None and parser.should_upgrade():
-            head.websocket = True
+        refused = check_head(head, self.state.limits.max_body_bytes)
+        if refused is not None:
+            raise _Reject(refused)
         body: RequestBody | None = None
         if head.chunked or head.content_length:
             body = RequestBody(
                 self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
             )
-        elif not self.busy and not self._pending and not head.websocket:
+            if head.upgrade is not None and parser.should_upgrade():
+                # llhttp skips an upgrade's body: it is read after the upgrade point, and
+                # the request served as a plain one (see `_on_upgrade`).
+                self._upgrade_body = body
+        elif head.upgrade is not None and parser.should_upgrade():
+            head.websocket = True
+        elif not self.busy and not self._pending:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
                 self._begin_response(head)
@@ -330,8 +392,9 @@ class ClientConnection:
             self._body.feed(chunk)
 
     def on_message_complete(self) -> None:
-        if self._body is not None:
-            self._body.finish()
+        body = self._body
+        if body is not None and body is not self._upgrade_body:
+            body.finish()
             self._body = None
 
     # -- serving -------------------------------------------------------------------------
@@ -346,10 +409,12 @@ class ClientConnection:
                     self._waiter = None
                 continue
             head, body = self._pending.popleft()
-            if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
-                self._resume_reading()
             self._begin_response(head)
+            if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
+                self._resume_reading()  # after `busy` is set: what it parses waits its turn
             try:
+                if body is not None and not body.done:
+                    await self._buffer_body(head, body)
                 await self.state.handler(self, head, body)
             except asyncio.CancelledError:
                 raise
@@ -367,6 +432,18 @@ class ClientConnection:
             if self._closing_after or self.state.draining:
                 self.close()
                 return
+
+    async def _buffer_body(self, head: RequestHead, body: RequestBody) -> None:
+        """Read a small body whole before anything is sent upstream (as nginx does): a
+        client that stalls its body then costs an upstream nothing, and its 408 is its own
+        fault, never an upstream failure (CONTRACT 14). Larger bodies stream."""
+        limits = self.state.limits
+        if head.content_length is not None and head.content_length > limits.request_buffer_bytes:
+            return
+        if head.expect_continue:
+            self.send_continue()
+            head.expect_continue = False  # answered: the body is read here, not by an attempt
+        await body.wait_buffered(limits.request_buffer_bytes, limits.client_body_timeout)
 
     def _begin_response(self, head: RequestHead) -> None:
         self.busy = True
@@ -421,11 +498,17 @@ class ClientConnection:
         if head is None:
             self._fail(BadRequest("unexpected upgrade"))
             return
-        takeover = self.state.upgrade(head)
+        upgrade_body = self._upgrade_body
+        takeover = self.state.upgrade(head) if upgrade_body is None else None
         if takeover is None:
-            # Not a WebSocket path: serve it as a plain request; a fresh parser goes on
-            # after the upgrade point (llhttp stops there for good).
+            # Not a WebSocket path, or a body came with the upgrade: serve it as a plain
+            # request; a fresh parser goes on after the upgrade point (llhttp stops there
+            # for good), first reading the body that llhttp skipped.
             self._parser = httptools.HttpRequestParser(self)
+            if upgrade_body is not None:
+                self._upgrade_body = None
+                self._resumed_body = upgrade_body
+                self._parser.feed_data(body_framing(head))
             rest = data[offset:]
             if rest:
                 self.data_received(rest)
@@ -450,6 +533,15 @@ class ClientConnection:
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
+        """Parse what was held back, then read again, unless a bound still holds."""
+        if self.write_paused or len(self._pending) >= MAX_PIPELINED:
+            return
+        held = self._unparsed
+        if held is not None:
+            self._unparsed = None
+            self._parse(held)
+            if self._unparsed is not None:
+                return
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
@@ -584,12 +676,12 @@ class ClientConnection:
         if self._head_started is not None:
             if now - self._head_started > limits.header_timeout:
                 self._fail(RequestTimeout("request headers not received in time"))
-        elif (
-            not self.busy
-            and not self._pending
-            and now - self._last_activity > limits.keepalive_timeout
-        ):
-            self.close()
+        elif not self.busy and not self._pending:
+            # A connection that never sent a byte has `header_timeout` to start (nginx's
+            # client_header_timeout): idle sockets cannot pile up at keep-alive's pace.
+            idle = limits.keepalive_timeout if self._begun else limits.header_timeout
+            if now - self._last_activity > idle:
+                self.close()
 
 
 def rebuild_head(head: RequestHead) -> bytes:

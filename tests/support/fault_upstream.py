@@ -2,7 +2,7 @@
 
 It records every request it sees (so a test can prove something never reached it) and
 answers according to the path:
-  /echo...            JSON of what arrived (method, target, headers, body size)
+  /echo...            JSON of what arrived (method, target decoded and raw, headers, body size)
   /status/CODE        that status (Retry-After from ?retry_after=)
   /slow?ms=N          answers after N ms
   /bytes?n=N          N bytes, chunked, in 64 KiB pieces
@@ -121,6 +121,7 @@ class FaultUpstream:
             {
                 "method": request.method,
                 "target": request.path_qs,
+                "raw_target": request.raw_path,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
                 "body_size": len(body),
                 "client_cert_cn": subject.get("commonName"),
