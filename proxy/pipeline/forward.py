@@ -113,7 +113,7 @@ class Attempt:
         conn = await self.pool.acquire()
         self.conn = conn
         waiter = HeadWaiter()
-        conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter)
+        conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter, head.tunnel)
         if body is not None and body.error is not None:
             conn.abort()
             raise body.error

@@ -28,6 +28,8 @@ class RequestHead:
     chunked = False
     expect_continue = False
     websocket = False
+    tunnel = False
+    """An upgrade without a body on no hub path: relayed to the upstream as a tunnel."""
     request_id = b""
     # The first value of headers the stages look at, found while parsing so that no stage
     # scans the header list again.
