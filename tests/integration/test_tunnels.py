@@ -34,6 +34,7 @@ class WsUpstream:
         app.router.add_get("/ws/echo", self.echo)
         app.router.add_get("/ws/refuse", self.refuse)
         app.router.add_get("/ws/flood", self.flood)
+        app.router.add_get("/api/v1/ws/notifications", self.echo)
         self.runner = web.AppRunner(app)
         self.port = free_port()
 
@@ -186,6 +187,22 @@ async def test_the_idle_timeout_closes_a_silent_tunnel(ws_upstream, sidecar_fact
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR)
         await ws.close()
         await asyncio.wait_for(ws_upstream.closed.wait(), 10)
+
+
+async def test_the_hubs_paths_are_forwarded_only_when_the_hub_is_off(
+    ws_upstream, sidecar_factory
+) -> None:
+    path = "/api/v1/ws/notifications"
+    hub_on = sidecar_factory(ws_upstream.url)
+    hub_off = sidecar_factory(ws_upstream.url, websocket={"enabled": False})
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(ws_url(hub_on, path)) as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+        assert ws_upstream.handshakes == []
+        async with http.ws_connect(ws_url(hub_off, path)) as ws:
+            await ws.send_str("to the app")
+            assert (await ws.receive(timeout=10)).data == "echo:to the app"
+    assert len(ws_upstream.handshakes) == 1
 
 
 def rss_bytes(pid: int) -> int:
