@@ -260,7 +260,7 @@ class Pipeline:
                         identity, client_ip, head.path, head.method
                     )
                     ours = identity_headers(identity)
-                    if head.tunnel:
+                    if head.websocket:
                         ours = [*ours, (b"upgrade", head.upgrade or b""), UPGRADE_CONNECTION]
                     exchange = Exchange(
                         conn, head, body, route, runtime, limits, ours, forwarded_for,

@@ -433,7 +433,7 @@ class ClientConnection:
             if body is not None and not body.done:
                 # The body was not read to its end: the connection cannot be reused.
                 self._closing_after = True
-            if head.tunnel:
+            if head.websocket:
                 # An upgrade not taken over: what the client sent after it is unparsable.
                 self._closing_after = True
             if self._closing_after or self.state.draining:
@@ -507,10 +507,10 @@ class ClientConnection:
             return
         upgrade_body = self._upgrade_body
         takeover = self.state.upgrade(head) if upgrade_body is None else None
-        if takeover is None and upgrade_body is None:
-            # Not a hub path: the pipeline may tunnel it to the upstream. What follows the
-            # head is the new protocol's, kept for the upstream (`detach`), never parsed.
-            head.tunnel = True
+        if takeover is None and head.websocket:
+            # An upgrade without a body on no hub path: the pipeline may tunnel it to the
+            # upstream. What follows the head is the new protocol's, kept for the upstream
+            # (`detach`), never parsed.
             self._tunnel_held = True
             self._unparsed = data[offset:]
             self._pause_reading()

@@ -242,7 +242,8 @@ class UpstreamConnection:
         self.fresh = True
         """No response has come on this connection yet."""
         self.upgrade = False
-        """The exchange asks for an `Upgrade`: a 101 is its answer, not an interim one."""
+        """The exchange asks for an `Upgrade`: a 101 is its answer, not an interim one. Set
+        around an upgrade's exchange only (`Attempt.send`), so a plain one never pays."""
         self.upgraded: bytes | None = None
         """After a 101 to an upgrade: the bytes that followed its head (the new protocol's);
         reading stops there, for the tunnel to take the transport over."""
@@ -430,12 +431,8 @@ class UpstreamConnection:
         self._bodies.cut()
 
     # -- exchange API ------------------------------------------------------------------------
-    def begin(
-        self, no_body: bool, deadline: float, listener: ResponseListener, upgrade: bool = False
-    ) -> None:
-        """Start an exchange; the response head is due by `deadline` (monotonic).
-        `upgrade`: the request asks to switch protocols (a 101 may answer it)."""
-        self.upgrade = upgrade
+    def begin(self, no_body: bool, deadline: float, listener: ResponseListener) -> None:
+        """Start an exchange; the response head is due by `deadline` (monotonic)."""
         self._listener = listener
         self._on_end = None
         self.failure = None
