@@ -113,7 +113,7 @@ class Sidecar:
         if tls is not None:
             self.certificate = ServingCertificate(tls, self._swap_certificate)
             self.server_state.scheme = b"https"
-        self.server_state.other_connections = self.websocket_count
+        self.server_state.other_connections = self.taken_over_count
         self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
             config_path,
@@ -233,6 +233,10 @@ class Sidecar:
     def websocket_count(self) -> int:
         hub = self.state.hub
         return 0 if hub is None else hub.live_sessions
+
+    def taken_over_count(self) -> int:
+        """Client connections no longer parsed as HTTP: hub sessions and upstream tunnels."""
+        return self.websocket_count() + self.pipeline.tunnels_open
 
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
