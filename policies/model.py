@@ -125,6 +125,11 @@ class ServerPolicy:
     tls: ServerTlsPolicy | None = setting(
         None, "serve HTTPS (and WSS) on `listen`; the files are re-read when they change"
     )
+    tunnel_idle_timeout: Duration = setting(
+        3600.0,
+        "an upgraded connection (WebSocket to an upstream) silent both ways this long is closed",
+        exclusive_minimum=0,
+    )
 
     @property
     def host(self) -> str:

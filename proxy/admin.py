@@ -76,7 +76,9 @@ async def metrics(
     conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
 ) -> None:
     _only(head, b"GET", b"HEAD")
-    conn.send_response(head, 200, [(b"Content-Type", CONTENT_TYPE)], runtime.metrics.render())
+    workers = runtime.state.workers
+    text = runtime.metrics.render() if workers is None else await workers.metrics_text()
+    conn.send_response(head, 200, [(b"Content-Type", CONTENT_TYPE)], text)
 
 
 async def all_breakers(
@@ -84,8 +86,11 @@ async def all_breakers(
 ) -> None:
     _only(head, b"GET")
     require_admin(head, runtime)
-    stats = {name: b.stats() for name, b in sorted(runtime.state.breakers.items())}
-    _json(conn, head, {"circuit_breakers": stats})
+    stats = {name: b.stats() for name, b in runtime.state.breakers.items()}
+    workers = runtime.state.workers
+    if workers is not None:
+        stats.update(await workers.breaker_stats())  # the totals of all workers
+    _json(conn, head, {"circuit_breakers": dict(sorted(stats.items()))})
 
 
 async def one_breaker(
@@ -98,11 +103,20 @@ async def one_breaker(
     breaker = runtime.state.breakers.get(name)
     if breaker is None:
         raise NotFound(f"no circuit breaker named {name!r}", code="unknown_breaker")
+    workers = runtime.state.workers
     if not action:
         _only(head, b"GET")
-        _json(conn, head, breaker.stats())
+        stats = breaker.stats()
+        if workers is not None:
+            stats = (await workers.breaker_stats()).get(name, stats)
+        _json(conn, head, stats)
         return
     _only(head, b"POST")
+    if workers is not None and action in BREAKER_ACTIONS:
+        shared = await workers.breaker_action(name, action)  # applied in every worker
+        if shared is not None:
+            _json(conn, head, shared)
+            return
     if action == "force-open":
         breaker.force_open()
     elif action == "force-close":
@@ -212,7 +226,9 @@ async def ws_connections(
     require_admin(head, runtime)
     hub = runtime.state.hub
     assert hub is not None
-    _json(conn, head, hub.connections())
+    workers = runtime.state.workers
+    counts = None if workers is None else await workers.connections()  # all workers'
+    _json(conn, head, counts if counts is not None else hub.connections())
 
 
 async def websocket_only(

@@ -1,18 +1,19 @@
 """Building the sidecar from a policy, and its lifecycle: start, reload, drain, stop.
 
-One `Sidecar` per process. `workers > 1` forks that many processes sharing the port with
-SO_REUSEPORT (the kernel spreads connections); they share limits through Redis, which the
-policy loader insists on for that setting.
+One `Sidecar` per process. `workers > 1` runs a supervisor (proxy.workers) that forks that
+many processes sharing the port with SO_REUSEPORT (the kernel spreads connections); they
+share limits through Redis, which the policy loader insists on for that setting, and
+breakers and totals through the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from datetime import UTC, datetime
@@ -52,6 +53,8 @@ from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
 from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
+from proxy.workers.link import WorkerLink
+from proxy.workers.supervisor import Supervisor
 
 log = logging.getLogger("proxy.app")
 
@@ -110,7 +113,7 @@ class Sidecar:
         if tls is not None:
             self.certificate = ServingCertificate(tls, self._swap_certificate)
             self.server_state.scheme = b"https"
-        self.server_state.other_connections = self.websocket_count
+        self.server_state.other_connections = self.taken_over_count
         self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
             config_path,
@@ -230,6 +233,10 @@ class Sidecar:
     def websocket_count(self) -> int:
         hub = self.state.hub
         return 0 if hub is None else hub.live_sessions
+
+    def taken_over_count(self) -> int:
+        """Client connections no longer parsed as HTTP: hub sessions and upstream tunnels."""
+        return self.websocket_count() + self.pipeline.tunnels_open
 
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
@@ -391,17 +398,28 @@ class Sidecar:
 
 
 async def serve(
-    loaded: LoadedPolicy, config_path: str, access_log: bool, reuse_port: bool = False
+    loaded: LoadedPolicy,
+    config_path: str,
+    access_log: bool,
+    reuse_port: bool = False,
+    channel: socket.socket | None = None,
 ) -> None:
     sidecar = Sidecar(loaded, config_path, access_log)
+    loop = asyncio.get_running_loop()
+    link = None
+    if channel is not None:  # a worker: its supervisor shares breakers and totals
+        link = WorkerLink(sidecar.state, channel, lambda: loop.create_task(sidecar.drain()))
+        sidecar.state.workers = link
+        await link.connect()
     await sidecar.start(reuse_port)
+    if link is not None:
+        link.listening()
     # Everything allocated so far lives as long as the process: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (requests allocate a
     # few dozen short-lived objects each, almost none of them in cycles).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(sidecar.drain()))
     loop.add_signal_handler(signal.SIGHUP, sidecar.reload_now)
@@ -409,28 +427,25 @@ async def serve(
     log.info("stopped")
 
 
+def _worker(loaded: LoadedPolicy, config_path: str, access_log: bool, sock: socket.socket) -> int:
+    """One worker, in the child the supervisor forked."""
+    try:
+        uvloop.run(serve(loaded, config_path, access_log, reuse_port=True, channel=sock))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: int) -> int:
-    """Fork `n` workers on one port; relay SIGTERM/SIGINT/SIGHUP; exit when all have."""
-    children: list[int] = []
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:
-            uvloop.run(serve(loaded, config_path, access_log, reuse_port=True))
-            os._exit(0)
-        children.append(pid)
-
-    def relay(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, relay)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
+    """`n` workers on one port under a supervisor (proxy.workers.supervisor)."""
+    supervisor = Supervisor(
+        loaded, config_path, n, lambda latest, sock: _worker(latest, config_path, access_log, sock)
+    )
+    return asyncio.run(supervisor.run())
 
 
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:

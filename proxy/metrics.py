@@ -255,6 +255,10 @@ class Metrics:
             p + "connections_refused_total",
             "Client connections closed at once: server.max_connections reached", registry=r,
         )  # fmt: skip
+        self.tunnels = Gauge(
+            p + "tunnels", "Open upgraded connections relayed to upstreams", ["route"],
+            registry=r,
+        )  # fmt: skip
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -289,6 +293,8 @@ class Metrics:
                 self.sink_deliveries.labels(sink.upstream, outcome)
         if policy.storage.backend == "redis":
             self.fallback.labels("redis")
+        for route in policy.routes:
+            self.tunnels.labels(route.name or route.path_prefix or route.path or "/")
 
     def set_policy(self, sha256: str) -> None:
         self.policy_info.clear()

@@ -49,6 +49,7 @@ MODULES = (
     "proxy/pipeline/ratelimit.py",
     "proxy/pipeline/resilience.py",
     "proxy/pipeline/runtime.py",
+    "proxy/pipeline/tunnel.py",
     "proxy/server/framing.py",
     "proxy/server/http11.py",
     "proxy/server/own_routes.py",

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.console", 3),
     ("proxy.pipeline", 4),
     ("proxy.admin", 5),
+    ("proxy.workers", 5),
     ("proxy.admin_listener", 5),
     ("proxy.key_refresh", 4),
     ("proxy.app", 6),

@@ -419,3 +419,29 @@ class CircuitBreaker:
             "window_calls": self._window_calls.total(now),
             "window_failures": self._window_failures.total(now),
         }
+
+    # -- one breaker across processes (workers > 1) ---------------------------------------------
+    def shared_state(self) -> tuple[str, float | None, float | None, int]:
+        """`(state, opened_at_wall, retry_after_s, consecutive_failures)`: what a worker
+        needs to mirror this breaker (the supervisor's copy is the authoritative one)."""
+        state = self._observe()
+        return state.value, self._opened_at_wall, self.retry_after_s, self._consecutive
+
+    def adopt(
+        self,
+        state: str,
+        opened_at_wall: float | None,
+        retry_after_s: float | None,
+        consecutive: int,
+    ) -> None:
+        """Take a state decided in another process, emitting no transition (the process
+        that decided it did). Starts a new epoch: calls in flight count in totals only."""
+        target = BreakerState(state)
+        self._start_epoch(target)
+        self._consecutive = consecutive
+        self._opened_at_wall = opened_at_wall
+        if target is OPEN:
+            left = retry_after_s if retry_after_s is not None else self.policy.recovery_timeout
+            self._opened_at = self._clock.monotonic() + left - self.policy.recovery_timeout
+        elif target is FORCED_OPEN:
+            self._opened_at = self._clock.monotonic()

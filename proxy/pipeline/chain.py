@@ -26,10 +26,12 @@ from proxy.core.routing import Route
 from proxy.core.window import Decision
 from proxy.errors import NotFound, Overloaded, ProxyError
 from proxy.pipeline.edges import answer_lines, answered_preflight
+from proxy.pipeline.forward import Attempt
 from proxy.pipeline.identity import identify, identify_settled, identity_headers
 from proxy.pipeline.observe import CLIENT_CLOSED, RequestNote
 from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
+from proxy.pipeline.tunnel import open_tunnel
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import RequestBody, RequestHead
 from proxy.server.responses import error_headers
@@ -38,6 +40,7 @@ failures = logging.getLogger("proxy.server")
 
 SIDECAR_ROUTE = "sidecar"
 UNMATCHED_ROUTE = "none"
+UPGRADE_CONNECTION = (b"connection", b"upgrade")
 
 
 class PendingDecision:
@@ -106,6 +109,8 @@ class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.in_flight = 0
+        self.tunnels_open = 0
+        """Upgraded connections being relayed (`pipeline/tunnel.py`)."""
 
     def fast(self, conn: ClientConnection, head: RequestHead) -> bool:
         """Take a request without a body now; False leaves it to `handle` (nothing done)."""
@@ -282,20 +287,46 @@ class Pipeline:
                     )
                     if extra:
                         limits += extra
+                    ours = identity_headers(identity)
+                    if head.websocket:
+                        ours = [*ours, (b"upgrade", head.upgrade or b""), UPGRADE_CONNECTION]
                     exchange = Exchange(
-                        conn, head, body, route, runtime, limits, identity_headers(identity),
-                        forwarded_for, time.monotonic(), note,
+                        conn, head, body, route, runtime, limits, ours, forwarded_for,
+                        time.monotonic(), note,
                     )  # fmt: skip
                     await exchange.run()
                     runtime.limiter.record_forwarded(identity, head.path)
                 finally:
                     self.in_flight -= 1
+                if exchange.switched is not None:
+                    # The tunnel holds no in-flight slot: it is logged when it closes.
+                    await self._tunnel(conn, head, exchange.switched, limits, route.name)
+                    note.reason = "tunnel"
         except ProxyError as error:
             self._answer_error(conn, head, error, limits, note, rules)
         except asyncio.CancelledError:
             self.gone(conn, head, route_name, note)
             raise
         self._done(conn, head, route_name, runtime, note, body)
+
+    async def _tunnel(
+        self, conn: ClientConnection, head: RequestHead, attempt: Attempt, limits: bytes, route: str
+    ) -> None:
+        """Relay the upgraded connection until it closes, counted in `tunnels{route}`."""
+        runtime = self.runtime
+        tunnel = open_tunnel(conn, head, attempt, limits, runtime.policy.server.tunnel_idle_timeout)
+        if tunnel is None:
+            return
+        gauge = runtime.metrics.tunnels.labels(route)
+        gauge.inc()
+        self.tunnels_open += 1
+        try:
+            await tunnel.ended
+        finally:
+            tunnel.close()
+            gauge.dec()
+            self.tunnels_open -= 1
+            conn.bytes_out += tunnel.bytes_out
 
     @staticmethod
     def _answer_error(

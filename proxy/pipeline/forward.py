@@ -114,6 +114,8 @@ class Attempt:
         conn = await self.pool.acquire()
         self.conn = conn
         waiter = HeadWaiter()
+        if head.websocket:
+            conn.upgrade = True
         conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter)
         if body is not None and body.error is not None:
             conn.abort()
@@ -128,6 +130,8 @@ class Attempt:
                 _upload_kept(conn, body, head.chunked)
         try:
             self.response = await waiter.future
+            if head.websocket and self.response.status != 101:
+                conn.upgrade = False  # refused: the connection may serve plain requests again
         except UpstreamFailure:
             conn.abort()
             if body is not None and body.error is not None:

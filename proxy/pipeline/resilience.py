@@ -91,6 +91,8 @@ class Exchange:
     relay: Relay | None = None
     task: asyncio.Task[None] | None = None
     owner: ExchangeOwner | None = None
+    switched: Attempt | None = None
+    """The attempt whose upstream answered 101 to a tunnel request: the tunnel's now."""
     identity: Identity | None = None
     response_rules: HeaderRules | None = None
     """The route's `response_headers`: their names are taken out of the upstream's answer."""
@@ -292,6 +294,10 @@ class Exchange:
             kept, self.kept = self.kept, None
             if kept is None:
                 raise self._outcome_error()
+            response = kept.response
+            if response is not None and response.status == 101:
+                self.switched = kept  # only a tunnel request gets one (`upgrade` on begin)
+                return
             await kept.relay(self.client, self.head, self.extra_lines, self.response_rules)
         finally:
             self.close()

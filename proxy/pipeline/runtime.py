@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.load import LoadedPolicy
 from policies.model import CircuitBreakerPolicy, Policy
@@ -53,6 +53,19 @@ class Guard:
     breaker: CircuitBreaker
     budget: RetryBudget
     planner: RetryPlanner
+
+
+class Workers(Protocol):
+    """The other workers, through the supervisor (`server.workers > 1`): totals and the
+    shared breakers (see proxy.workers)."""
+
+    async def metrics_text(self) -> bytes: ...
+
+    async def breaker_stats(self) -> dict[str, dict[str, Any]]: ...
+
+    async def breaker_action(self, name: str, action: str) -> dict[str, Any] | None: ...
+
+    async def connections(self) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -119,6 +132,8 @@ class State:
     """`{"at", "result", "errors"}` of the last reload (the console's); None before one."""
     console: ConsoleFeed | None = None
     """The console's route history and overview (set by the app once it runs)."""
+    workers: Workers | None = None
+    """Set in a worker of `server.workers > 1`; None in a single process."""
 
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():

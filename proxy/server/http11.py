@@ -185,6 +185,7 @@ class ClientConnection:
         "_response_started",
         "_resumed_body",
         "_task",
+        "_tunnel_held",
         "_unparsed",
         "_upgrade_body",
         "_url",
@@ -215,6 +216,9 @@ class ClientConnection:
         self._body: RequestBody | None = None
         self._upgrade_body: RequestBody | None = None
         self._unparsed: bytes | None = None
+        self._tunnel_held = False
+        """An upgrade waits to become a tunnel: the bytes after it are kept in `_unparsed`
+        (reading paused) for the upstream, never parsed."""
         self._resumed_body: RequestBody | None = None
         self._pending: deque[tuple[RequestHead, RequestBody | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -429,6 +433,9 @@ class ClientConnection:
             if body is not None and not body.done:
                 # The body was not read to its end: the connection cannot be reused.
                 self._closing_after = True
+            if head.websocket:
+                # An upgrade not taken over: what the client sent after it is unparsable.
+                self._closing_after = True
             if self._closing_after or self.state.draining:
                 self.close()
                 return
@@ -500,8 +507,16 @@ class ClientConnection:
             return
         upgrade_body = self._upgrade_body
         takeover = self.state.upgrade(head) if upgrade_body is None else None
+        if takeover is None and head.websocket:
+            # An upgrade without a body on no hub path: the pipeline may tunnel it to the
+            # upstream. What follows the head is the new protocol's, kept for the upstream
+            # (`detach`), never parsed.
+            self._tunnel_held = True
+            self._unparsed = data[offset:]
+            self._pause_reading()
+            return
         if takeover is None:
-            # Not a WebSocket path, or a body came with the upgrade: serve it as a plain
+            # A body came with the upgrade: serve it as a plain
             # request; a fresh parser goes on after the upgrade point (llhttp stops there
             # for good), first reading the body that llhttp skipped.
             self._parser = httptools.HttpRequestParser(self)
@@ -526,6 +541,17 @@ class ClientConnection:
         raw = rebuild_head(head) + data[offset:]
         takeover(transport, raw, head)
 
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Give the socket up to a tunnel, with the bytes the client sent after its upgrade
+        request; None when the client has gone. The connection serves nothing more."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._tunnel_held:
+            return None
+        self.state.connections.discard(self)
+        self.transport = None
+        rest, self._unparsed = self._unparsed or b"", None
+        return transport, rest
+
     # -- flow control ----------------------------------------------------------------------
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
@@ -534,7 +560,7 @@ class ClientConnection:
 
     def _resume_reading(self) -> None:
         """Parse what was held back, then read again, unless a bound still holds."""
-        if self.write_paused or len(self._pending) >= MAX_PIPELINED:
+        if self.write_paused or self._tunnel_held or len(self._pending) >= MAX_PIPELINED:
             return
         held = self._unparsed
         if held is not None:

@@ -28,6 +28,8 @@ class RequestHead:
     chunked = False
     expect_continue = False
     websocket = False
+    """An upgrade without a body (any protocol, not only WebSocket): the hub takes it over
+    on its paths; one that reaches the pipeline is tunnelled to the upstream."""
     request_id = b""
     # The first value of headers the stages look at, found while parsing so that no stage
     # scans the header list again.

@@ -206,6 +206,8 @@ class UpstreamConnection:
         "fresh",
         "lost",
         "transport",
+        "upgrade",
+        "upgraded",
     )
 
     def __init__(
@@ -239,6 +241,12 @@ class UpstreamConnection:
         self.lost = False
         self.fresh = True
         """No response has come on this connection yet."""
+        self.upgrade = False
+        """The exchange asks for an `Upgrade`: a 101 is its answer, not an interim one. Set
+        around an upgrade's exchange only (`Attempt.send`), so a plain one never pays."""
+        self.upgraded: bytes | None = None
+        """After a 101 to an upgrade: the bytes that followed its head (the new protocol's);
+        reading stops there, for the tunnel to take the transport over."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,12 +293,25 @@ class UpstreamConnection:
             self._feeding = False
             self._refuse(BrokenResponse(f"bad response from upstream: {error}"))
             return
+        except httptools.HttpParserUpgrade as switched:
+            self._feeding = False
+            self._switched(data[switched.args[0] :])
+            return
         self._feeding = False
         if self._reset_parser:
             self._reset_parser = False
             self._parser = httptools.HttpResponseParser(self)
         if self._in_body and self._on_end is not None and self._body_timer is None:
             self._watch_body()
+
+    def _switched(self, rest: bytes) -> None:
+        """The upstream switched protocols: keep what followed, read nothing more."""
+        if self.upgraded is None:
+            self._refuse(BrokenResponse("upstream switched protocols unasked"))
+            return
+        self.upgraded = rest
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _refuse(self, failure: UpstreamFailure) -> None:
         """A response the sidecar will not pass on: fail the exchange, cut the connection."""
@@ -319,6 +340,8 @@ class UpstreamConnection:
         raw = self._head_raw
         start, end = head_end(raw, self._head_start)
         if status < 200:
+            if status == 101 and self.upgrade:
+                return self._switching(head, raw[start:end])
             self._head_start = end + 2
             return  # 1xx: informational, the real answer follows
         head.read_headers(raw[start:end])
@@ -334,6 +357,17 @@ class UpstreamConnection:
             self.complete = True
         else:
             self._in_body = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.response_head(head)
+
+    def _switching(self, head: ResponseHead, raw: bytes) -> None:
+        """A 101 to an upgrade: the final answer of this exchange, the connection's last."""
+        head.read_upgrade_headers(raw)
+        self.fresh = False
+        self.complete = True
+        self.upgraded = b""
+        self._timeouts.unwatch(self)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.response_head(head)
