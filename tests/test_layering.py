@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, int]] = [
     ("proxy.clock", 0),
     ("proxy.errors", 0),
     ("proxy.logs", 0),
+    ("proxy.periodic", 0),
     ("proxy.keys", 0),
     ("proxy.core", 1),
     ("proxy.storage", 2),

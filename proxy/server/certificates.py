@@ -11,8 +11,6 @@ tried again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -20,6 +18,7 @@ from collections.abc import Callable
 
 from policies.model import ServerTlsPolicy
 from policies.tls_files import TlsFileProblem, server_context
+from proxy.periodic import Periodic
 
 log = logging.getLogger("proxy.server")
 
@@ -50,24 +49,13 @@ class ServingCertificate:
         self._seen = _signature(tls)
         self.context = server_context(tls)
         self._candidate = self._seen
-        self._task: asyncio.Task[None] | None = None
+        self._polling = Periodic(self.poll, POLL_INTERVAL, "certificate watcher", log)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._polling.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("certificate watcher failed; it keeps watching")
+        await self._polling.stop()
 
     def poll(self) -> None:
         signature = _signature(self.tls)
