@@ -86,11 +86,19 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, pids: list[int], connections: int, seconds: int, threads: int = 2) -> WrkResult:
+def wrk(
+    url: str,
+    pids: list[int],
+    connections: int,
+    seconds: int,
+    threads: int = 2,
+    extra: list[str] | None = None,
+) -> WrkResult:
+    """`extra`: more wrk arguments (e.g. `-H "Connection: close"`)."""
     before = cpu_seconds(pids)
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "--latency", f"-t{threads}", f"-c{connections}",
-         f"-d{seconds}s", "--timeout", "5s", url],
+         f"-d{seconds}s", "--timeout", "5s", *(extra or []), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     cpu = cpu_seconds(pids) - before

@@ -52,7 +52,7 @@ def sidecar_policy(port: int, upstream_port: int, **extra: object) -> dict[str, 
     }
 
 
-def start_sidecar(policy: dict[str, object], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def start_sidecar(policy: dict[str, object], env: dict[str, str] | None = None, wait: bool = True):  # type: ignore[no-untyped-def]
     config = Path(tempfile.mkdtemp(prefix="bench-sidecar-")) / "policy.yaml"
     config.write_text(yaml.safe_dump(policy))
     env = {**os.environ, "JWT_SECRET": BENCH_SECRET, **(env or {})}
@@ -61,7 +61,8 @@ def start_sidecar(policy: dict[str, object], env: dict[str, str] | None = None):
         cwd=REPO, env=env, stderr=open(config.parent / "err.log", "wb"),  # noqa: SIM115
     )  # fmt: skip
     port = policy["server"]["listen"].rsplit(":", 1)[1]  # type: ignore[index]
-    wait_http(f"http://127.0.0.1:{port}/healthz")
+    if wait:  # (a TLS listener is waited for by its caller)
+        wait_http(f"http://127.0.0.1:{port}/healthz")
     return proc
 
 

@@ -3,7 +3,7 @@
     python bench/ratelimit.py [--quick] [--seconds 2] [--rounds 8] [--connections 64]
 
 Part 1, the stores in-process (this process on core 0, redis-server on core 1): N tasks on
-one uvloop loop call `store.decide([role check, endpoint check])` until a fixed number of
+one uvloop loop await `await_decision(store, [role check, endpoint check])` until a fixed number of
 decisions is made (1,000 users, limits too large to refuse). Memory and Redis rounds
 alternate; medians. Reported: decisions/s and client CPU per decision (this process's
 CPU time; redis-server's own CPU separately). Then two store instances in two processes
@@ -61,6 +61,7 @@ from bench.common import (
 )
 from bench.forwarding import sidecar_policy, start_sidecar
 from proxy.core.window import LimitCheck
+from proxy.storage.base import await_decision
 
 SECRET = "bench-ratelimit-secret-0123456789-abcdefghijklmnop"
 HUGE = 100_000_000  # per minute: never reached, so nothing is refused
@@ -104,13 +105,12 @@ async def drive(store: object, total: int, tasks: int, checks: list[list[LimitCh
     counter = itertools.count()
     admitted = errors = 0
     size = len(checks)
-    decide = store.decide  # type: ignore[attr-defined]
 
     async def worker() -> None:
         nonlocal admitted, errors
         while (i := next(counter)) < total:
             try:
-                decision = await decide(checks[i % size])
+                decision = await await_decision(store, checks[i % size])  # type: ignore[arg-type]
             except Exception:
                 errors += 1
                 continue

@@ -1,15 +1,16 @@
 """Reading a policy file: bytes -> validated `Policy`, or one `PolicyError` listing everything.
 
-The loader is pure (no environment, no I/O beyond reading the file) so a reload can run it
-and keep the old policy on error; `apply_env_overrides` is the separate step the CLI and
-the app take afterwards. Nothing but `PolicyError` ever leaves `load_policy*`.
+The loader is pure (no environment, no I/O beyond reading the file and the TLS files it
+names) so a reload can run it and keep the old policy on error; `apply_env_overrides` is
+the separate step the CLI and the app take afterwards. Nothing but `PolicyError` ever
+leaves `load_policy*`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from yaml.nodes import MappingNode
 
@@ -19,6 +20,7 @@ from policies.dump import dump_policy
 from policies.errors import PolicyError, Problem
 from policies.model import Policy
 from policies.spec import POLICY_SPEC
+from policies.tls_files import check_tls_files
 from policies.yaml_positions import compose, decode, describe
 
 __all__ = [
@@ -43,6 +45,16 @@ class LoadedPolicy:
     sha256: str
     source: str
     raw: bytes
+    positions: Mapping[str, tuple[int, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """key path -> (line, col) of every value written, for problems found after loading."""
+
+    def position(self, path: str) -> tuple[int, int]:
+        """Where `path` was written, or its nearest written ancestor (1, 1 if none)."""
+        finder = Collector()
+        finder.positions = dict(self.positions)
+        return finder.at(path)
 
 
 def load_policy(path: str) -> LoadedPolicy:
@@ -75,9 +87,12 @@ def load_policy_text(text: str | bytes, source: str) -> LoadedPolicy:
         raise PolicyError([Problem(1, 1, TOP, message)], source)
     collector = Collector()
     policy = finish(build_section(POLICY_SPEC, root, "", collector), collector)
+    check_tls_files(policy, collector)
     if collector.problems:
         raise PolicyError(collector.problems, source)
-    return LoadedPolicy(policy, hashlib.sha256(raw).hexdigest(), source, raw)
+    return LoadedPolicy(
+        policy, hashlib.sha256(raw).hexdigest(), source, raw, positions=collector.positions
+    )
 
 
 def apply_env_overrides(policy: Policy, environ: Mapping[str, str]) -> Policy:

@@ -74,6 +74,12 @@ Outcome = Annotated[str, OUTCOME]
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTlsPolicy:
+    cert_file: str = setting("", "PEM certificate (chain) served to clients", required=True)
+    key_file: str = setting("", "PEM private key of `cert_file`", required=True)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerPolicy:
     listen: str = setting(
         "0.0.0.0:8000",
@@ -103,8 +109,26 @@ class ServerPolicy:
     max_header_bytes: int = setting(
         65_536, "largest request head (request line + headers); 431 past it", minimum=1024
     )
+    max_connections: int = setting(
+        10_000, "open client connections per process; past it new ones are closed", minimum=1
+    )
+    request_buffer_bytes: int = setting(
+        65_536, "a body up to this size is read whole before the first attempt", minimum=0
+    )
+    client_body_timeout: Duration = setting(
+        10.0, "longest wait between bytes of a body being read whole; 408 past it",
+        exclusive_minimum=0,
+    )  # fmt: skip
     access_log: bool = setting(
         False, "one JSON line per request on stdout (logger proxy.access); or --access-log"
+    )
+    tls: ServerTlsPolicy | None = setting(
+        None, "serve HTTPS (and WSS) on `listen`; the files are re-read when they change"
+    )
+    tunnel_idle_timeout: Duration = setting(
+        3600.0,
+        "an upgraded connection (WebSocket to an upstream) silent both ways this long is closed",
+        exclusive_minimum=0,
     )
 
     @property
@@ -129,14 +153,32 @@ class JwtPolicy:
     user_claim: str = setting("sub", "claim holding the user id")
     role_claim: str = setting("role", "claim holding the role")
     leeway: Duration = setting(30.0, "clock skew allowed on exp/nbf/iat", minimum=0)
+    jwks_url: str | None = setting(
+        None,
+        "http(s) URL of a JWKS, fetched at start and every jwks_refresh",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
+        expected="an http:// or https:// URL",
+    )
+    jwks_refresh: Duration = setting(300.0, "how often jwks_url is fetched", minimum=1)
+    jwks_ca_file: str | None = setting(
+        None, "CA bundle for an https jwks_url (default: the system's)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    jwt: JwtPolicy = setting(factory=JwtPolicy, doc="token verification")
+    jwt: JwtPolicy | None = setting(
+        None, "token verification; left out (`auth: {}`): no token is verified"
+    )
     invalid_token: Literal["reject", "anonymous"] = setting(
         "reject", "reject: 401; anonymous: treat a bad token as no token"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerProbePolicy:
+    path: str = setting("/healthz", "path requested (GET) on the upstream", pattern="^/")
+    interval: Duration = setting(2.0, "time between probes while open", exclusive_minimum=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +202,9 @@ class CircuitBreakerPolicy:
     mode: Literal["enforce", "shadow"] = setting(
         "enforce", "shadow: track and report states, never reject"
     )
+    probe: BreakerProbePolicy | None = setting(
+        None, "upstream breakers: while open, probe it; the first success moves it to half_open"
+    )
 
 
 def _store_breaker() -> CircuitBreakerPolicy:
@@ -179,6 +224,15 @@ class StoragePolicy:
     timeout: Duration = setting(0.05, "longest wait for one Redis decision", exclusive_minimum=0)
     circuit_breaker: CircuitBreakerPolicy = setting(
         factory=_store_breaker, doc="the `redis` breaker (defaults: 5 failures, 30s)"
+    )
+    redis_cluster_nodes: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Cluster nodes (any few); set: a cluster, redis_url unused"
+    )
+    redis_sentinels: tuple[str, ...] = setting(
+        (), "`HOST:PORT` of Redis Sentinels; set: the master they name, redis_url unused"
+    )
+    redis_sentinel_master: str | None = setting(
+        None, "the master's name the sentinels monitor (needed with redis_sentinels)"
     )
 
 
@@ -207,14 +261,29 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTlsPolicy:
+    ca_file: str | None = setting(
+        None, "PEM CA bundle the upstream's certificate must chain to (default: the system's)"
+    )
+    server_name: str | None = setting(
+        None, "name sent as SNI and checked in the certificate (default: the URL's host)"
+    )
+    insecure_skip_verify: bool = setting(
+        False, "accept any certificate, unchecked (for tests; never in production)"
+    )
+    cert_file: str | None = setting(None, "PEM client certificate for mutual TLS, with key_file")
+    key_file: str | None = setting(None, "PEM private key of cert_file")
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamPolicy:
     name: str = setting("", "the key under `upstreams` (filled in by the loader)")
     url: str = setting(
         "",
-        "base URL, http://HOST:PORT",
+        "base URL, http://HOST:PORT or https://HOST:PORT (port default: 80 or 443)",
         required=True,
-        pattern=r"^http://[^/\s]+(/.*)?$",
-        expected="an http:// URL (e.g. http://127.0.0.1:8081)",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
+        expected="an http:// or https:// URL (e.g. http://127.0.0.1:8081)",
     )
     connect_timeout: Duration = setting(2.0, "TCP connect timeout", exclusive_minimum=0)
     timeout: Duration = setting(10.0, "per attempt, until the response head", exclusive_minimum=0)
@@ -222,6 +291,41 @@ class UpstreamPolicy:
     retry: RetryPolicy = setting(factory=RetryPolicy, doc="retries")
     circuit_breaker: CircuitBreakerPolicy = setting(
         factory=CircuitBreakerPolicy, doc="the breaker named after this upstream"
+    )
+    tls: UpstreamTlsPolicy | None = setting(
+        None, "how an https:// upstream is checked (default: system CAs, the URL's host)"
+    )
+    body_timeout: Duration = setting(
+        30.0,
+        "once the response head is relayed, longest silence of the body; then the client "
+        "connection is cut",
+        exclusive_minimum=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRulesPolicy:
+    set: dict[str, str] = setting(
+        factory=dict, doc="NAME: VALUE; replaces whatever was sent under that name"
+    )
+    remove: tuple[str, ...] = setting((), "header names removed")
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    allow_origins: tuple[str, ...] = setting(
+        (), 'browser Origins allowed (`https://app.example.com`), or ["*"] for any'
+    )
+    allow_methods: tuple[Method, ...] = setting(
+        ("GET", "HEAD", "POST"), "methods a preflight may ask for"
+    )
+    allow_headers: tuple[str, ...] = setting((), "request headers a preflight may ask for")
+    expose_headers: tuple[str, ...] = setting((), "response headers the browser's script may read")
+    allow_credentials: bool = setting(
+        False, 'cookies and Authorization allowed (not with origin "*")'
+    )
+    max_age: Duration = setting(
+        600.0, "how long a browser may keep a preflight's answer", minimum=0
     )
 
 
@@ -234,6 +338,15 @@ class RoutePolicy:
     strip_prefix: bool = setting(False, "remove path_prefix before forwarding")
     timeout: Duration | None = setting(
         None, "deadline for all attempts together", exclusive_minimum=0
+    )
+    request_headers: HeaderRulesPolicy | None = setting(
+        None, "headers set or removed before forwarding"
+    )
+    response_headers: HeaderRulesPolicy | None = setting(
+        None, "headers set or removed on every answer, the sidecar's own errors included"
+    )
+    cors: CorsPolicy | None = setting(
+        None, "browser cross-origin rules; preflights are answered by the sidecar"
     )
 
 
@@ -260,6 +373,14 @@ class RateLimitsPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketPathsPolicy:
+    notifications: str = setting(
+        "/api/v1/ws/notifications", "path of the channel of every event", pattern="^/"
+    )
+    alerts: str = setting("/api/v1/ws/alerts", "path of the alerts-only channel", pattern="^/")
+
+
+@dataclass(frozen=True, slots=True)
 class WebSocketPolicy:
     heartbeat: Duration = setting(
         30.0, "heartbeat period; silent two beats: closed", exclusive_minimum=0
@@ -273,6 +394,13 @@ class WebSocketPolicy:
     max_message_bytes: int = setting(65_536, "largest client frame; bigger: 1009", minimum=128)
     allowed_origins: tuple[str, ...] = setting((), "browser Origins allowed (empty: any)")
     token_expiry_grace: Duration = setting(25.0, "time after exp to send a new auth", minimum=0)
+    enabled: bool = setting(True, "false: the hub's paths are routed to the upstream")
+    paths: WebSocketPathsPolicy = setting(
+        factory=WebSocketPathsPolicy, doc="the hub's WebSocket paths"
+    )
+    send_queue_bytes: int = setting(
+        1_048_576, "bytes queued per connection; overflow: 1013", minimum=1024
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,12 +432,31 @@ class AlertsPolicy:
         "publish the sidecar's own alerts (breaker open/closed, storage fallback/recovered,"
         " policy reload failed) on the alerts channel and to the sinks",
     )
+    enabled: bool = setting(True, "false: the ingest path is routed to the upstream")
+    ingest_path: str = setting("/api/v1/events", "path of event ingest (POST)", pattern="^/")
 
 
 @dataclass(frozen=True, slots=True)
 class AdminPolicy:
     roles: tuple[str, ...] = setting(("admin",), "roles allowed on the admin endpoints")
     metrics_path: str = setting("/metrics", "path of the Prometheus endpoint", pattern="^/")
+    listen: str | None = setting(
+        None,
+        "HOST:PORT of the sidecar's own endpoints (null: they share server.listen)",
+        pattern=r"^\[?[^\]]*\]?:\d{1,5}$",
+        expected="HOST:PORT (e.g. 127.0.0.1:9901)",
+    )
+    token_env: str | None = setting(
+        None, "environment variable whose value, as `Bearer VALUE`, is admin too"
+    )
+
+    @property
+    def host(self) -> str:
+        return (self.listen or "").rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int((self.listen or ":0").rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,9 +64,18 @@ The sidecar reads one YAML file, `policies.yaml` by default. Check a file with
   `server.trusted_proxies` are networks such as `10.0.0.0/8` (no host bits set).
 - `retry.max_delay` is at least `retry.base_delay`.
 - `storage.redis_url` (and `REDIS_URL`) starts with `redis://`, `rediss://` or `unix://`.
+- `storage.redis_cluster_nodes` and `storage.redis_sentinels` exclude each other; their
+  entries are `HOST:PORT`; `redis_sentinels` and `redis_sentinel_master` go together.
 - Names under `upstreams` and `rate_limits.roles`, and `admin.roles` entries, are not empty.
-- `auth.jwt.algorithms` RS256/ES256 need `public_key_file` or `jwks_file`; HS* read the key
-  from the variable named by `secret_env`.
+- `auth.jwt.algorithms` RS256/ES256 need `public_key_file`, `jwks_file` or `jwks_url` (not
+  both JWKS sources); HS* read the key from the variable named by `secret_env`. Without
+  `auth.jwt` (`auth: {}` or no `auth`) no token is verified: every request is anonymous.
+- `admin.listen` is `HOST:PORT` on a port other than `server.listen`'s; with it, health,
+  readiness, metrics and the admin API are served there only.
+- `websocket.paths` and `alerts.ingest_path` (when enabled) differ from each other and, on a
+  shared port, from the own endpoints' paths.
+- A route that can never match (an earlier route has the same `path` or `path_prefix`, or
+  an earlier `path_prefix` covers it) is an error.
 
 ## Environment
 
@@ -76,6 +85,8 @@ The sidecar reads one YAML file, `policies.yaml` by default. Check a file with
 | `REDIS_URL` | overrides `storage.redis_url` (`redis://`, `rediss://` or `unix://`) |
 | `PROXY_EVENTS_TOKEN` | service token for `POST /api/v1/events` (named by \
 `alerts.ingest_token_env`) |
+| `PROXY_ADMIN_TOKEN` (for example) | `Bearer VALUE` is admin (the variable named by \
+`admin.token_env`, none by default) |
 
 Secrets are read from the environment only; the policy names the variables.
 """

@@ -1,7 +1,10 @@
 """The sidecar's own endpoints: health, readiness, metrics and the admin API.
 
-Admin endpoints (`/api/v1/resilience/*`, `/api/v1/ws/connections`) need a verified token
-with a role of `admin.roles`: none -> 401 (WWW-Authenticate: Bearer), another role -> 403.
+Admin endpoints (`/api/v1/resilience/*`, `/api/v1/ws/connections`) need the admin token
+(`admin.token_env`) or a verified token with a role of `admin.roles`: none -> 401
+(WWW-Authenticate: Bearer), another role -> 403. With `admin.listen` set, health, readiness,
+metrics and the admin API are served there only (`admin_endpoints`); the hub's paths (ingest
+and WebSockets) stay on the data plane (`own_endpoints`), unless disabled.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from urllib.parse import unquote
 import orjson
 
 from policies.dump import dump_policy
+from policies.model import Policy
 from proxy.console.page import ASSETS, SECURITY_HEADERS
 from proxy.errors import (
     BadRequest,
@@ -72,7 +76,9 @@ async def metrics(
     conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
 ) -> None:
     _only(head, b"GET", b"HEAD")
-    conn.send_response(head, 200, [(b"Content-Type", CONTENT_TYPE)], runtime.metrics.render())
+    workers = runtime.state.workers
+    text = runtime.metrics.render() if workers is None else await workers.metrics_text()
+    conn.send_response(head, 200, [(b"Content-Type", CONTENT_TYPE)], text)
 
 
 async def all_breakers(
@@ -80,8 +86,11 @@ async def all_breakers(
 ) -> None:
     _only(head, b"GET")
     require_admin(head, runtime)
-    stats = {name: b.stats() for name, b in sorted(runtime.state.breakers.items())}
-    _json(conn, head, {"circuit_breakers": stats})
+    stats = {name: b.stats() for name, b in runtime.state.breakers.items()}
+    workers = runtime.state.workers
+    if workers is not None:
+        stats.update(await workers.breaker_stats())  # the totals of all workers
+    _json(conn, head, {"circuit_breakers": dict(sorted(stats.items()))})
 
 
 async def one_breaker(
@@ -94,11 +103,20 @@ async def one_breaker(
     breaker = runtime.state.breakers.get(name)
     if breaker is None:
         raise NotFound(f"no circuit breaker named {name!r}", code="unknown_breaker")
+    workers = runtime.state.workers
     if not action:
         _only(head, b"GET")
-        _json(conn, head, breaker.stats())
+        stats = breaker.stats()
+        if workers is not None:
+            stats = (await workers.breaker_stats()).get(name, stats)
+        _json(conn, head, stats)
         return
     _only(head, b"POST")
+    if workers is not None and action in BREAKER_ACTIONS:
+        shared = await workers.breaker_action(name, action)  # applied in every worker
+        if shared is not None:
+            _json(conn, head, shared)
+            return
     if action == "force-open":
         breaker.force_open()
     elif action == "force-close":
@@ -186,7 +204,7 @@ MAX_EVENT_BYTES = 65_536
 async def ingest_event(
     conn: ClientConnection, head: RequestHead, body: RequestBody | None, runtime: Runtime
 ) -> None:
-    """`POST /api/v1/events`: the hub authorizes, validates and publishes."""
+    """`POST alerts.ingest_path`: the hub authorizes, validates and publishes."""
     _only(head, b"POST")
     hub = runtime.state.hub
     assert hub is not None
@@ -208,7 +226,9 @@ async def ws_connections(
     require_admin(head, runtime)
     hub = runtime.state.hub
     assert hub is not None
-    _json(conn, head, hub.connections())
+    workers = runtime.state.workers
+    counts = None if workers is None else await workers.connections()  # all workers'
+    _json(conn, head, counts if counts is not None else hub.connections())
 
 
 async def websocket_only(
@@ -218,22 +238,53 @@ async def websocket_only(
     raise UpgradeRequired("this path speaks WebSocket: send an Upgrade request")
 
 
-WEBSOCKET_PATHS = {b"/api/v1/ws/notifications": "notifications", b"/api/v1/ws/alerts": "alerts"}
+def websocket_paths(policy: Policy) -> dict[bytes, str]:
+    """Path -> channel of the hub's WebSocket paths; none while `websocket.enabled` is false."""
+    ws = policy.websocket
+    if not ws.enabled:
+        return {}
+    return {ws.paths.notifications.encode(): "notifications", ws.paths.alerts.encode(): "alerts"}
 
 
-def own_endpoints(runtime_metrics_path: str) -> OwnRoutes[OwnEndpoint]:
-    return OwnRoutes(
-        {
-            b"/healthz": healthz,
-            b"/readyz": readyz,
-            runtime_metrics_path.encode(): metrics,
-            BREAKERS: all_breakers,
-            b"/api/v1/resilience/policy": policy_document,
-            OVERVIEW: overview,
-            **dict.fromkeys(ASSETS, console_file),
-            b"/api/v1/events": ingest_event,
-            b"/api/v1/ws/connections": ws_connections,
-            **dict.fromkeys(WEBSOCKET_PATHS, websocket_only),
-        },
-        [(BREAKERS + b"/", one_breaker), (USAGE, user_usage)],
-    )
+OwnTable = tuple[dict[bytes, OwnEndpoint], list[tuple[bytes, OwnEndpoint]]]
+"""Exact paths and prefixes of own endpoints."""
+
+
+def admin_routes(policy: Policy) -> OwnTable:
+    """Health, readiness, metrics and the admin API: on `admin.listen` when it is set."""
+    exact: dict[bytes, OwnEndpoint] = {
+        b"/healthz": healthz,
+        b"/readyz": readyz,
+        policy.admin.metrics_path.encode(): metrics,
+        BREAKERS: all_breakers,
+        b"/api/v1/resilience/policy": policy_document,
+        OVERVIEW: overview,
+        **dict.fromkeys(ASSETS, console_file),
+        b"/api/v1/ws/connections": ws_connections,
+    }
+    return exact, [(BREAKERS + b"/", one_breaker), (USAGE, user_usage)]
+
+
+def hub_routes(policy: Policy) -> dict[bytes, OwnEndpoint]:
+    """Event ingest and the WebSocket paths: always on the data plane, unless disabled."""
+    exact: dict[bytes, OwnEndpoint] = dict.fromkeys(websocket_paths(policy), websocket_only)
+    if policy.alerts.enabled:
+        exact[policy.alerts.ingest_path.encode()] = ingest_event
+    return exact
+
+
+def own_endpoints(policy: Policy) -> OwnRoutes[OwnEndpoint]:
+    """The data plane's own paths: the hub's, plus the admin ones when they share its port."""
+    exact = hub_routes(policy)
+    if policy.admin.listen is not None:
+        return OwnRoutes(exact, [])
+    admin_exact, prefixes = admin_routes(policy)
+    return OwnRoutes({**exact, **admin_exact}, prefixes)
+
+
+def admin_endpoints(policy: Policy) -> OwnRoutes[OwnEndpoint] | None:
+    """The own paths of the admin listener; None when there is none."""
+    if policy.admin.listen is None:
+        return None
+    exact, prefixes = admin_routes(policy)
+    return OwnRoutes(exact, prefixes)

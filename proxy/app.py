@@ -1,18 +1,20 @@
 """Building the sidecar from a policy, and its lifecycle: start, reload, drain, stop.
 
-One `Sidecar` per process. `workers > 1` forks that many processes sharing the port with
-SO_REUSEPORT (the kernel spreads connections); they share limits through Redis, which the
-policy loader insists on for that setting.
+One `Sidecar` per process. `workers > 1` runs a supervisor (proxy.workers) that forks that
+many processes sharing the port with SO_REUSEPORT (the kernel spreads connections); they
+share limits through Redis, which the policy loader insists on for that setting, and
+breakers and totals through the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 from datetime import UTC, datetime
 from typing import cast
@@ -20,9 +22,11 @@ from typing import cast
 import uvloop
 
 from policies.load import LoadedPolicy
-from policies.model import TracingPolicy
+from policies.model import JwtPolicy, Policy, TracingPolicy
+from policies.tls_files import TlsFileProblem
 from proxy import logs
-from proxy.admin import WEBSOCKET_PATHS, own_endpoints
+from proxy.admin import admin_endpoints, own_endpoints, websocket_paths
+from proxy.admin_listener import AdminListener
 from proxy.clock import SYSTEM_CLOCK
 from proxy.console.feed import ConsoleFeed
 from proxy.core.breaker import iso_utc
@@ -32,26 +36,43 @@ from proxy.core.routing import RouteTable
 from proxy.hub.broker import RedisBroker
 from proxy.hub.hub import Hub
 from proxy.hub.operational import OperationalAlerts
+from proxy.key_refresh import KeySource
 from proxy.keys import KeyMaterialError, load_key_material
 from proxy.logs import AccessLog
 from proxy.metrics import Metrics
 from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
+from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime
 from proxy.pipeline.sinks import SinkSender
 from proxy.pipeline.state import State
 from proxy.reload import PolicyWatcher, ReloadOutcome
+from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler
 from proxy.server.listener import Listener
 from proxy.server.request import RequestHead
+from proxy.storage.connect import RedisTarget
 from proxy.tracing.exporter import SpanExporter
+from proxy.workers.link import WorkerLink
+from proxy.workers.supervisor import Supervisor
 
 log = logging.getLogger("proxy.app")
+
+CONSOLE_ALERTS_PATH = b"/api/v1/ws/alerts"
+"""Where the console (served on the admin listener when there is one) opens its alerts
+socket: its own origin. The admin listener serves the alerts channel there, whatever
+`websocket.paths` and `websocket.enabled` say of the data plane."""
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _leeway(policy: Policy) -> float:
+    """The WebSocket's token grace (`auth.jwt.leeway`; the default without identity)."""
+    jwt = policy.auth.jwt
+    return jwt.leeway if jwt is not None else JwtPolicy().leeway
 
 
 def server_limits(loaded: LoadedPolicy) -> ServerLimits:
@@ -61,6 +82,9 @@ def server_limits(loaded: LoadedPolicy) -> ServerLimits:
         max_body_bytes=server.max_body_bytes,
         header_timeout=server.header_timeout,
         keepalive_timeout=server.keepalive_timeout,
+        max_connections=server.max_connections,
+        request_buffer_bytes=server.request_buffer_bytes,
+        client_body_timeout=server.client_body_timeout,
     )
 
 
@@ -73,6 +97,7 @@ class Sidecar:
         self.exporter: SpanExporter | None = None
         self._retired_exporters: list[SpanExporter] = []
         self.state = State(metrics=Metrics())
+        self.keys = KeySource(self.state.metrics, self.state.degraded)
         self.pipeline = Pipeline(self.build(loaded))
         self.state.metrics.watch_in_flight(lambda: self.pipeline.in_flight)
         hub = self.state.hub = self.make_hub(self.runtime)
@@ -80,6 +105,17 @@ class Sidecar:
             self.pipeline.handle, server_limits(loaded), self.pipeline.fast
         )
         self.server_state.upgrade = self.websocket_takeover
+        self.admin_listener = AdminListener(self.pipeline)
+        self.admin_state = ServerState(self.admin_listener.handle, server_limits(loaded))
+        self.admin_state.upgrade = self.admin_websocket_takeover
+        """The connections of `admin.listen` (none when it is unset)."""
+        tls = loaded.policy.server.tls
+        self.certificate: ServingCertificate | None = None
+        if tls is not None:
+            self.certificate = ServingCertificate(tls, self._swap_certificate)
+            self.server_state.scheme = b"https"
+        self.server_state.other_connections = self.taken_over_count
+        self.server_state.on_refused = self.state.metrics.connection_refused
         self.watcher = PolicyWatcher(
             config_path,
             loaded.sha256,
@@ -87,10 +123,13 @@ class Sidecar:
             self.state.metrics.policy_reload,
             self.reloaded,
         )
+        self.prober = BreakerProber(lambda: self.runtime)
         self.state.operational = OperationalAlerts(hub.publish_alert)
         self.arm_operational()
         self.state.console = ConsoleFeed(self.state.metrics, lambda: self.pipeline.in_flight)
         self._listener: Listener | None = None
+        self._admin_listener: Listener | None = None
+        self._websocket_paths = websocket_paths(loaded.policy)
         self._stopped = asyncio.Event()
 
     @property
@@ -103,6 +142,8 @@ class Sidecar:
         keys = load_key_material(policy.auth.jwt, os.environ)
         for note in keys.warnings:
             log.warning("auth.jwt: %s", note)
+        token_env = policy.admin.token_env
+        admin_token = os.environ.get(token_env, "") if token_env else ""
         runtime = Runtime(
             loaded=loaded,
             loaded_at=_now_iso(),
@@ -110,15 +151,19 @@ class Sidecar:
             trusted=TrustedProxies(policy.server.trusted_proxies),
             pools=self.state.sync_pools(policy),
             guards=self.state.sync_guards(policy),
-            verifier=TokenVerifier(policy.auth.jwt, keys, SYSTEM_CLOCK),
+            verifier=TokenVerifier(
+                policy.auth.jwt, self.keys.configure(policy.auth.jwt, keys), SYSTEM_CLOCK
+            ),
             limiter=RateLimiter(
                 policy.rate_limits, self.state.sync_store(policy), self.state.metrics
             ),
-            own_endpoints=own_endpoints(policy.admin.metrics_path),
+            own_endpoints=own_endpoints(policy),
             state=self.state,
             metrics=self.state.metrics,
             max_in_flight=policy.server.max_in_flight,
             observer=self.observer(policy.server.access_log, policy.tracing),
+            admin_endpoints=admin_endpoints(policy),
+            admin_token=admin_token.encode("utf-8", "surrogateescape") if admin_token else None,
         )
         breaker_states = {name: b.state for name, b in self.state.breakers.items()}
         self.state.metrics.prime(policy, breaker_states)
@@ -149,14 +194,15 @@ class Sidecar:
         policy = runtime.policy
         broker = None
         if policy.storage.backend == "redis":
-            broker = RedisBroker(policy.storage.redis_url, history=policy.websocket.history)
+            where = RedisTarget.from_policy(policy.storage)
+            broker = RedisBroker(where, history=policy.websocket.history)
         return Hub(
             policy.websocket,
             policy.alerts,
             verifier=runtime.verifier,
             admin_roles=policy.admin.roles,
             ingest_token=os.environ.get(policy.alerts.ingest_token_env),
-            leeway=policy.auth.jwt.leeway,
+            leeway=_leeway(policy),
             broker=broker,
             sink_send=SinkSender(lambda: self.runtime),
             observer=self.state.metrics,
@@ -164,7 +210,13 @@ class Sidecar:
 
     def websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
         """The hub takes over upgrades to its two paths; other upgrades are plain requests."""
-        channel = WEBSOCKET_PATHS.get(head.path)
+        return self._takeover(head, self._websocket_paths.get(head.path))
+
+    def admin_websocket_takeover(self, head: RequestHead) -> UpgradeHandler | None:
+        """On the admin listener, the console's live alerts (`CONSOLE_ALERTS_PATH`)."""
+        return self._takeover(head, "alerts" if head.path == CONSOLE_ALERTS_PATH else None)
+
+    def _takeover(self, head: RequestHead, channel: str | None) -> UpgradeHandler | None:
         hub = self.state.hub
         if channel is None or hub is None or head.method != b"GET":
             return None
@@ -174,6 +226,18 @@ class Sidecar:
             hub.upgrade(transport, raw, channel, client_ip)
 
         return takeover
+
+    def _swap_certificate(self, context: ssl.SSLContext) -> None:
+        if self._listener is not None:
+            self._listener.ssl_context = context
+
+    def websocket_count(self) -> int:
+        hub = self.state.hub
+        return 0 if hub is None else hub.live_sessions
+
+    def taken_over_count(self) -> int:
+        """Client connections no longer parsed as HTTP: hub sessions and upstream tunnels."""
+        return self.websocket_count() + self.pipeline.tunnels_open
 
     def arm_operational(self) -> None:
         """`alerts.operational` of the running policy turns the sidecar's own alerts on."""
@@ -197,10 +261,22 @@ class Sidecar:
         old = self.runtime.policy
         if loaded.policy.server.listen != old.server.listen:
             log.warning("server.listen changed: it takes effect at the next restart")
+        if loaded.policy.admin.listen != old.admin.listen:
+            log.warning("admin.listen changed: it takes effect at the next restart")
+        tls = loaded.policy.server.tls
+        if tls != old.server.tls:
+            if self.certificate is not None and tls is not None:
+                self.certificate.use(tls)
+            else:
+                log.warning("server.tls turned on or off: it takes effect at the next restart")
+        if self._listener is not None:
+            self._listener.handshake_timeout = loaded.policy.server.header_timeout
         runtime = self.build(loaded)
         self.pipeline.runtime = runtime
         self._sync_exporters()
+        self._websocket_paths = websocket_paths(loaded.policy)
         self.server_state.limits = server_limits(loaded)
+        self.admin_state.limits = server_limits(loaded)
         self.arm_operational()
         policy = runtime.policy
         if self.state.hub is not None:
@@ -210,7 +286,7 @@ class Sidecar:
                 runtime.verifier,
                 policy.admin.roles,
                 os.environ.get(policy.alerts.ingest_token_env),
-                policy.auth.jwt.leeway,
+                _leeway(policy),
             )
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -221,17 +297,40 @@ class Sidecar:
             server.port,
             reuse_port,
         )
+        admin = self.runtime.policy.admin
+        if admin.listen is not None:
+            try:
+                self._admin_listener = await Listener.open(
+                    lambda: cast(asyncio.BaseProtocol, ClientConnection(self.admin_state)),
+                    admin.host or None,
+                    admin.port,
+                    reuse_port,
+                )
+            except OSError:
+                self._listener.close()
+                raise
+            self.admin_state.start_sweeping()
+        self._listener.handshake_timeout = server.header_timeout
+        if self.certificate is not None:
+            self._listener.ssl_context = self.certificate.context
+            self.certificate.start()
         self.server_state.start_sweeping()
         self._sync_exporters()
         if self.state.hub is not None:
             await self.state.hub.start()
+        await self.keys.start()
         self.watcher.start()
+        self.prober.start()
         if self.state.console is not None:
             self.state.console.start()
         self.state.ready = True
         log.info(
             "sidecar listening",
-            extra={"listen": server.listen, "policy_hash": self.runtime.loaded.sha256},
+            extra={
+                "listen": server.listen,
+                "admin_listen": admin.listen,
+                "policy_hash": self.runtime.loaded.sha256,
+            },
         )
 
     def _sync_exporters(self) -> None:
@@ -243,7 +342,9 @@ class Sidecar:
             asyncio.get_running_loop().create_task(exporter.close())
 
     def reload_now(self) -> None:
+        """SIGHUP: the policy, and the key files even when the policy is unchanged."""
         self.watcher.reload()
+        self.keys.reread_files()
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let requests in flight finish, then close everything."""
@@ -255,6 +356,8 @@ class Sidecar:
         if self._listener is not None:
             self._listener.close()
         self.server_state.close_idle()
+        # The admin listener stays up while draining: /readyz answers 503 `draining` there,
+        # which is how an orchestrator sees the drain.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.runtime.policy.server.drain_timeout
         while self.server_state.in_flight() and loop.time() < deadline:
@@ -264,7 +367,16 @@ class Sidecar:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._admin_listener is not None:
+            self._admin_listener.close()
+        self.admin_state.stop_sweeping()
+        for conn in list(self.admin_state.connections):
+            conn.close()
         await self.watcher.stop()
+        await self.keys.close()
+        if self.certificate is not None:
+            await self.certificate.stop()
+        await self.prober.stop()
         if self.state.console is not None:
             await self.state.console.stop()
         if self.state.hub is not None:
@@ -287,17 +399,28 @@ class Sidecar:
 
 
 async def serve(
-    loaded: LoadedPolicy, config_path: str, access_log: bool, reuse_port: bool = False
+    loaded: LoadedPolicy,
+    config_path: str,
+    access_log: bool,
+    reuse_port: bool = False,
+    channel: socket.socket | None = None,
 ) -> None:
     sidecar = Sidecar(loaded, config_path, access_log)
+    loop = asyncio.get_running_loop()
+    link = None
+    if channel is not None:  # a worker: its supervisor shares breakers and totals
+        link = WorkerLink(sidecar.state, channel, lambda: loop.create_task(sidecar.drain()))
+        sidecar.state.workers = link
+        await link.connect()
     await sidecar.start(reuse_port)
+    if link is not None:
+        link.listening()
     # Everything allocated so far lives as long as the process: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (requests allocate a
     # few dozen short-lived objects each, almost none of them in cycles).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(sidecar.drain()))
     loop.add_signal_handler(signal.SIGHUP, sidecar.reload_now)
@@ -305,28 +428,25 @@ async def serve(
     log.info("stopped")
 
 
+def _worker(loaded: LoadedPolicy, config_path: str, access_log: bool, sock: socket.socket) -> int:
+    """One worker, in the child the supervisor forked."""
+    try:
+        uvloop.run(serve(loaded, config_path, access_log, reuse_port=True, channel=sock))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_workers(loaded: LoadedPolicy, config_path: str, access_log: bool, n: int) -> int:
-    """Fork `n` workers on one port; relay SIGTERM/SIGINT/SIGHUP; exit when all have."""
-    children: list[int] = []
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:
-            uvloop.run(serve(loaded, config_path, access_log, reuse_port=True))
-            os._exit(0)
-        children.append(pid)
-
-    def relay(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, relay)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
+    """`n` workers on one port under a supervisor (proxy.workers.supervisor)."""
+    supervisor = Supervisor(
+        loaded, config_path, n, lambda latest, sock: _worker(latest, config_path, access_log, sock)
+    )
+    return asyncio.run(supervisor.run())
 
 
 def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int:
@@ -341,7 +461,13 @@ def run(loaded: LoadedPolicy, config_path: str, access_log: bool = False) -> int
         if workers > 1:
             return _run_workers(loaded, config_path, access_log, workers)
         uvloop.run(serve(loaded, config_path, access_log))
+    except TlsFileProblem as problem:
+        print(f"{config_path}: server.tls.{problem}", file=sys.stderr)
+        return 1
     except OSError as error:
-        print(f"cannot listen on {loaded.policy.server.listen}: {error.strerror}", file=sys.stderr)
+        where = loaded.policy.server.listen
+        if loaded.policy.admin.listen is not None:
+            where += f" and {loaded.policy.admin.listen}"
+        print(f"cannot listen on {where}: {error.strerror}", file=sys.stderr)
         return 1
     return 0

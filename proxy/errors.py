@@ -2,6 +2,7 @@
 
     ProxyError (status, code)
     ├── InvalidToken            401 invalid_token   (WWW-Authenticate: Bearer error="invalid_token")
+    │   └── KeysRefreshing      (an unknown kid while an early JWKS refresh runs: wait, retry)
     ├── AuthRequired            401 invalid_token   (WWW-Authenticate: Bearer)
     ├── Forbidden               403 forbidden
     ├── NotFound                404 not_found / no_route / unknown_breaker
@@ -61,6 +62,16 @@ class InvalidToken(ProxyError):
     def __init__(self, message: str = "the bearer token is invalid", **kw: Any) -> None:
         kw.setdefault("headers", [("WWW-Authenticate", 'Bearer error="invalid_token"')])
         super().__init__(message, **kw)
+
+
+class KeysRefreshing(InvalidToken):
+    """A token naming an unknown `kid` while an early JWKS refresh runs: `waiter` (an
+    awaitable) is done when it has, and the token is worth judging again. Whoever cannot
+    wait answers it as the plain `invalid_token` it also is."""
+
+    def __init__(self, message: str, waiter: Any) -> None:
+        super().__init__(message)
+        self.waiter = waiter
 
 
 class AuthRequired(ProxyError):

@@ -11,16 +11,21 @@ single token fails to load with a message naming the key at fault, instead of an
 - an HS* secret shorter than its hash (RFC 7518 section 3.2) and an RSA key under 2048 bits
   are refused, as pyjwt recommends; the verifier then never warns on the request path;
 - every listed RS/ES algorithm needs a key able to verify it;
-- JWKS keys marked `use: enc` are skipped (they are not for signatures); any other key that
-  cannot be used (no `kid`, symmetric, unsupported type or curve) is an error, not a skip.
+- JWKS keys marked `use: enc` are skipped (they are not for signatures); in a `jwks_file`
+  any other key that cannot be used (no `kid`, symmetric, unsupported type or curve) is an
+  error, not a skip. A JWKS fetched from `jwks_url` is the identity provider's to publish:
+  there such a key is skipped with a warning, so one exotic key never hides the good ones.
 No message carries key material: pyjwt's JWK errors quote the whole JWK (private parts
 included), so ours replace them.
+
+Keys that change (`jwks_url`, key files rewritten) reach the verifier through a `KeyRing`:
+the holder of the current `KeyMaterial`, replaced whole, whose version the verifier checks.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -40,6 +45,7 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 SECRET_PATH = "auth.jwt.secret_env"
 PUBLIC_KEY_PATH = "auth.jwt.public_key_file"
 JWKS_PATH = "auth.jwt.jwks_file"
+JWKS_URL_PATH = "auth.jwt.jwks_url"
 ALGORITHMS_PATH = "auth.jwt.algorithms"
 
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -78,6 +84,29 @@ class KeyMaterial:
         )
 
 
+class KeyRing:
+    """The key material in use now; `replace` swaps it whole and bumps `version`.
+
+    `available` is False while a `jwks_url` has not been fetched yet: tokens that need a
+    public key are then refused as "signing keys unavailable". `on_unknown_kid`, set by the
+    JWKS refresher, is asked when a token names a kid the set lacks: it answers an awaitable
+    when an early refresh runs (the token is judged again after it), else None.
+    """
+
+    __slots__ = ("available", "material", "on_unknown_kid", "version")
+
+    def __init__(self, material: KeyMaterial, available: bool = True) -> None:
+        self.material = material
+        self.available = available
+        self.version = 0
+        self.on_unknown_kid: Callable[[str], object | None] | None = None
+
+    def replace(self, material: KeyMaterial, available: bool = True) -> None:
+        self.material = material
+        self.available = available
+        self.version += 1
+
+
 class KeyMaterialError(Exception):
     """Key material missing or unusable; `key_path` names the policy key at fault."""
 
@@ -87,8 +116,14 @@ class KeyMaterialError(Exception):
         self.message = message
 
 
-def load_key_material(jwt_policy: JwtPolicy, environ: Mapping[str, str]) -> KeyMaterial:
-    """Every key `jwt_policy` needs, read and checked; `KeyMaterialError` otherwise."""
+def load_key_material(jwt_policy: JwtPolicy | None, environ: Mapping[str, str]) -> KeyMaterial:
+    """Every key `jwt_policy` needs, read and checked; `KeyMaterialError` otherwise.
+
+    No `auth.jwt` (identity off): no key at all. With a `jwks_url`, its keys are not known
+    yet: they join through `with_fetched_jwks` once fetched.
+    """
+    if jwt_policy is None:
+        return KeyMaterial()
     hmac_algorithms = [alg for alg in jwt_policy.algorithms if alg in HMAC_ALGORITHMS]
     secret = None
     notes: list[str] = []
@@ -101,7 +136,8 @@ def load_key_material(jwt_policy: JwtPolicy, environ: Mapping[str, str]) -> KeyM
     if jwt_policy.public_key_file is not None:
         public_key = _read_public_key(jwt_policy.public_key_file)
     jwks = {} if jwt_policy.jwks_file is None else _read_jwks(jwt_policy.jwks_file)
-    _check_every_algorithm_has_a_key(jwt_policy, [public_key, *jwks.values()])
+    if jwt_policy.jwks_url is None:
+        _check_every_algorithm_has_a_key(jwt_policy, [public_key, *jwks.values()])
     return KeyMaterial(
         hmac_secret=secret,
         public_key=public_key,
@@ -154,38 +190,66 @@ def _read_public_key(path: str) -> VerificationKey:
 
 
 def _read_jwks(path: str) -> dict[str, VerificationKey]:
+    keys, _ = parse_jwks(_read(path, JWKS_PATH), path, JWKS_PATH, skip_unusable=False)
+    return keys
+
+
+def parse_jwks(
+    data: bytes, label: str, key_path: str, *, skip_unusable: bool
+) -> tuple[dict[str, VerificationKey], list[str]]:
+    """kid -> key of a JWKS document, and a warning per key skipped (`skip_unusable`)."""
     try:
-        document = json.loads(_read(path, JWKS_PATH))
+        document = json.loads(data)
     except (ValueError, RecursionError):
-        raise KeyMaterialError(JWKS_PATH, f"{path} is not JSON") from None
+        raise KeyMaterialError(key_path, f"{label} is not JSON") from None
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
-        raise KeyMaterialError(JWKS_PATH, f'{path} is not a JWKS (no "keys" list)')
+        raise KeyMaterialError(key_path, f'{label} is not a JWKS (no "keys" list)')
     keys: dict[str, VerificationKey] = {}
+    skipped: list[str] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise KeyMaterialError(JWKS_PATH, f"{path}: key #{index} is not an object")
+            raise KeyMaterialError(key_path, f"{label}: key #{index} is not an object")
         if entry.get("use") == "enc":
             continue
         kid = entry.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise KeyMaterialError(JWKS_PATH, f"{path}: key #{index} has no kid")
+            raise KeyMaterialError(key_path, f"{label}: key #{index} has no kid")
         if kid in keys:
-            raise KeyMaterialError(JWKS_PATH, f"{path}: kid {kid!r} appears twice")
-        keys[kid] = _jwk(entry, f"{path}: key {kid!r}")
+            raise KeyMaterialError(key_path, f"{label}: kid {kid!r} appears twice")
+        try:
+            keys[kid] = _jwk(entry, f"{label}: key {kid!r}", key_path)
+        except KeyMaterialError as error:
+            if not skip_unusable:
+                raise
+            skipped.append(f"{error.message}: skipped")
     if not keys:
-        raise KeyMaterialError(JWKS_PATH, f"{path} holds no signature key")
-    return keys
+        raise KeyMaterialError(key_path, f"{label} holds no signature key")
+    return keys, skipped
 
 
-def _jwk(entry: dict[str, Any], label: str) -> VerificationKey:
+def with_fetched_jwks(base: KeyMaterial, fetched: Mapping[str, VerificationKey]) -> KeyMaterial:
+    """`base` (the secret, the PEM key, a jwks_file) joined by the keys of a jwks_url."""
+    return KeyMaterial(
+        hmac_secret=base.hmac_secret,
+        public_key=base.public_key,
+        jwks=MappingProxyType({**base.jwks, **fetched}),
+        warnings=base.warnings,
+    )
+
+
+def _jwk(entry: dict[str, Any], label: str, key_path: str) -> VerificationKey:
     if entry.get("kty") == "oct":
-        raise KeyMaterialError(JWKS_PATH, f"{label} is symmetric; HS* keys come from secret_env")
+        raise KeyMaterialError(key_path, f"{label} is symmetric; HS* keys come from secret_env")
+    if entry.get("kty") not in ("RSA", "EC"):
+        raise KeyMaterialError(
+            key_path, f"{label}: only RSA and EC (P-256, P-384, P-521) keys are supported"
+        )
     try:
         parsed = jwt.PyJWK(entry)
     except jwt.PyJWTError:
-        raise KeyMaterialError(JWKS_PATH, f"{label} is not a usable JWK") from None
-    return _verification_key(parsed.key, entry.get("alg"), JWKS_PATH, label)
+        raise KeyMaterialError(key_path, f"{label} is not a usable JWK") from None
+    return _verification_key(parsed.key, entry.get("alg"), key_path, label)
 
 
 def _verification_key(key: Any, jwk_alg: str | None, key_path: str, label: str) -> VerificationKey:

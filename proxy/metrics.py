@@ -244,6 +244,21 @@ class Metrics:
         self.policy_info = Gauge(
             p + "policy_info", "The loaded policy (SHA-256 of the file)", ["hash"], registry=r
         )
+        self.jwks_refreshes = Counter(
+            p + "jwks_refreshes_total", "Fetches of auth.jwt.jwks_url", ["result"], registry=r
+        )
+        self.breaker_probes = Counter(
+            p + "breaker_probes_total", "Health probes of open breakers", ["breaker", "result"],
+            registry=r,
+        )  # fmt: skip
+        self.connections_refused = Counter(
+            p + "connections_refused_total",
+            "Client connections closed at once: server.max_connections reached", registry=r,
+        )  # fmt: skip
+        self.tunnels = Gauge(
+            p + "tunnels", "Open upgraded connections relayed to upstreams", ["route"],
+            registry=r,
+        )  # fmt: skip
         self._series: dict[tuple[str, bytes], RouteSeries] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -259,12 +274,15 @@ class Metrics:
             self.set_breaker_state(name, state)
             for outcome in BREAKER_OUTCOMES:
                 self.hot.breaker_calls.setdefault((name, outcome), 0)
-        for name in policy.upstreams:
+        for name, upstream in policy.upstreams.items():
             for outcome in ATTEMPT_OUTCOMES:
                 self.hot.attempts.setdefault((name, outcome), 0)
             for reason in ("connect-failure", "timeout", "status"):
                 self.retries.labels(name, reason)
             self.budget_exhausted.labels(name)
+            if upstream.circuit_breaker.probe is not None:
+                for result in ("success", "failure"):
+                    self.breaker_probes.labels(name, result)
         rules = [f"role:{role}" for role in policy.rate_limits.roles]
         rules += [rule.name for rule in policy.rate_limits.endpoints]
         for rule in rules:
@@ -275,6 +293,8 @@ class Metrics:
                 self.sink_deliveries.labels(sink.upstream, outcome)
         if policy.storage.backend == "redis":
             self.fallback.labels("redis")
+        for route in policy.routes:
+            self.tunnels.labels(route.name or route.path_prefix or route.path or "/")
 
     def set_policy(self, sha256: str) -> None:
         self.policy_info.clear()
@@ -356,6 +376,12 @@ class Metrics:
         key = (breaker, outcome)
         calls[key] = calls.get(key, 0) + 1
 
+    def breaker_probe(self, breaker: str, ok: bool) -> None:
+        self.breaker_probes.labels(breaker, "success" if ok else "failure").inc()
+
+    def connection_refused(self) -> None:
+        self.connections_refused.inc()
+
     def forget_breaker(self, breaker: str) -> None:
         for state in BREAKER_STATES:
             with contextlib.suppress(KeyError):
@@ -401,6 +427,13 @@ class Metrics:
     # -- policy ------------------------------------------------------------------------------
     def policy_reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
+
+    def jwks_refresh(self, ok: bool | None) -> None:
+        """One fetch of the JWKS URL counted; None only declares both series (at zero)."""
+        for result in ("success", "failure"):
+            self.jwks_refreshes.labels(result)
+        if ok is not None:
+            self.jwks_refreshes.labels("success" if ok else "failure").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

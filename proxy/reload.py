@@ -11,8 +11,6 @@ then hashed, so a rewrite with identical bytes is not a reload.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 
 from policies.errors import PolicyError
 from policies.load import LoadedPolicy, apply_env_overrides, load_policy_text
+from proxy.periodic import Periodic
 
 log = logging.getLogger("proxy.reload")
 
@@ -63,24 +62,13 @@ class PolicyWatcher:
         self._on_outcome = on_outcome
         self._seen: Signature = file_signature(path)
         self._candidate: Signature = self._seen
-        self._task: asyncio.Task[None] | None = None
+        self._polling = Periodic(self.poll, POLL_INTERVAL, "policy watcher", log)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._polling.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("policy watcher failed; it keeps watching")
+        await self._polling.stop()
 
     def poll(self) -> None:
         signature = file_signature(self.path)

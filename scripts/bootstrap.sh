@@ -18,6 +18,7 @@ fi
 missing=()
 if [ "${1:-}" = "--with-system" ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)  # redis-cli --cluster create
   # the console's browser tests drive Debian's Chromium through its chromedriver
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)

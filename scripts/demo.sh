@@ -15,6 +15,7 @@ JWT_SECRET=$JWT_SECRET
 PROXY_EVENTS_TOKEN=$PROXY_EVENTS_TOKEN
 UPSTREAM_SEED_PASSWORD=$UPSTREAM_SEED_PASSWORD   (users: admin, vendedor, viewer; first start only)
 inventory app: http://127.0.0.1:8081   sidecar: http://127.0.0.1:8000   email_service: :8025
+sidecar's own endpoints (health, metrics, admin API, console): http://127.0.0.1:9901
 INFO
 pids=()
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; }
@@ -25,8 +26,8 @@ pids+=($!)
 # wait in the app's outbox and arrive a moment later: none is lost either way).
 .venv/bin/python -m proxy run --config policies.yaml &
 pids+=($!)
-healthy() {
-  .venv/bin/python -c 'import urllib.request as u; u.urlopen("http://127.0.0.1:8000/healthz")' \
+healthy() {  # on the admin listener (policies.yaml: admin.listen)
+  .venv/bin/python -c 'import urllib.request as u; u.urlopen("http://127.0.0.1:9901/healthz")' \
     2>/dev/null
 }
 for _ in $(seq 100); do  # at most about 10 s (mypyc-compiled start is well under 1 s)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from scripts import build_native
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 
@@ -41,3 +42,24 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.command("FLUSHALL")
     redis_server.command("CONFIG", "RESETSTAT")
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster, started by the first test that needs it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: RedisCluster) -> RedisCluster:
+    """The running cluster, every node up (a test may kill one), its data and scripts
+    flushed."""
+    cluster = redis_cluster_session
+    cluster.ensure_running()
+    for node in cluster.nodes:
+        node.command("FLUSHALL")
+        node.command("SCRIPT", "FLUSH")
+    return cluster

@@ -47,7 +47,8 @@ def cli(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess
 
 
 def test_validate_a_valid_policy() -> None:
-    result = cli("validate", "--config", "policies.yaml")
+    env = {"JWT_SECRET": SECRET, "PROXY_EVENTS_TOKEN": "events-token"}
+    result = cli("validate", "--config", "policies.yaml", **env)
     digest = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert result.returncode == 0, result.stderr
     assert result.stdout == (

@@ -7,8 +7,6 @@ when it is asked for; the only thing running in the background is the 2 s sample
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,6 +15,7 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.console.series import RouteHistory, route_totals
 from proxy.core.breaker import CircuitBreaker, iso_utc
 from proxy.metrics import Metrics
+from proxy.periodic import Periodic
 
 log = logging.getLogger("proxy.console")
 
@@ -35,7 +34,7 @@ class ConsoleFeed:
         self._in_flight = in_flight
         self._clock = clock
         self.history = history or RouteHistory()
-        self._task: asyncio.Task[None] | None = None
+        self._sampling = Periodic(self.sample, self.history.interval_s, "console sampler", log)
 
     def sample(self) -> None:
         totals = route_totals(self._metrics.hot.series.values())
@@ -43,21 +42,10 @@ class ConsoleFeed:
 
     def start(self) -> None:
         self.sample()  # the zero row: figures count from the start
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="console-sampler")
+        self._sampling.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.history.interval_s)
-            try:
-                self.sample()
-            except Exception:
-                log.exception("console sampler failed; it keeps sampling")
+        await self._sampling.stop()
 
     def overview(
         self,

@@ -2,6 +2,7 @@
 
     closed --failure_threshold consecutive failures, or failure rate--> open
     open --recovery_timeout passed (read lazily, probe or not)--> half_open
+    open --a health probe succeeded (`probe_succeeded`, CONTRACT 14)--> half_open
     half_open --success_threshold probe successes--> closed
     half_open --any probe failure--> open (the timer starts again)
     any --force_open()/force_close()--> forced_open/forced_closed (stay until changed)
@@ -331,6 +332,19 @@ class CircuitBreaker:
             self._window_calls.clear()
             self._window_failures.clear()
 
+    def probe_ticket(self) -> int | None:
+        """Open (and not yet due for half_open): the epoch a health probe started in, to
+        hand to `probe_succeeded`; otherwise None (nothing to probe)."""
+        if self._observe() is OPEN:
+            return self._epoch
+        return None
+
+    def probe_succeeded(self, ticket: int) -> None:
+        """A health probe started at `ticket` found the upstream answering: half_open now,
+        before `recovery_timeout`. A probe that outlived its open state changes nothing."""
+        if ticket == self._epoch and self._observe() is OPEN:
+            self._transition(HALF_OPEN, "health_probe")
+
     def force_open(self) -> None:
         """Reject every call (shadow mode: only count) until `force_close` or `reset`."""
         if self._observe() is not FORCED_OPEN:
@@ -405,3 +419,29 @@ class CircuitBreaker:
             "window_calls": self._window_calls.total(now),
             "window_failures": self._window_failures.total(now),
         }
+
+    # -- one breaker across processes (workers > 1) ---------------------------------------------
+    def shared_state(self) -> tuple[str, float | None, float | None, int]:
+        """`(state, opened_at_wall, retry_after_s, consecutive_failures)`: what a worker
+        needs to mirror this breaker (the supervisor's copy is the authoritative one)."""
+        state = self._observe()
+        return state.value, self._opened_at_wall, self.retry_after_s, self._consecutive
+
+    def adopt(
+        self,
+        state: str,
+        opened_at_wall: float | None,
+        retry_after_s: float | None,
+        consecutive: int,
+    ) -> None:
+        """Take a state decided in another process, emitting no transition (the process
+        that decided it did). Starts a new epoch: calls in flight count in totals only."""
+        target = BreakerState(state)
+        self._start_epoch(target)
+        self._consecutive = consecutive
+        self._opened_at_wall = opened_at_wall
+        if target is OPEN:
+            left = retry_after_s if retry_after_s is not None else self.policy.recovery_timeout
+            self._opened_at = self._clock.monotonic() + left - self.policy.recovery_timeout
+        elif target is FORCED_OPEN:
+            self._opened_at = self._clock.monotonic()

@@ -24,8 +24,8 @@ import jwt
 from policies.model import JwtPolicy
 from proxy.clock import Clock
 from proxy.core.token_cache import TokenCache
-from proxy.errors import InvalidToken
-from proxy.keys import HMAC_ALGORITHMS, KeyMaterial
+from proxy.errors import InvalidToken, KeysRefreshing
+from proxy.keys import HMAC_ALGORITHMS, KeyMaterial, KeyRing
 
 MALFORMED = "malformed token"
 ALGORITHM_NOT_ALLOWED = "algorithm not allowed"
@@ -39,11 +39,15 @@ MISSING_USER = "missing user claim"
 INVALID_USER = "invalid user claim"
 MISSING_ROLE = "missing role claim"
 INVALID_ROLE = "invalid role claim"
+KEYS_UNAVAILABLE = "signing keys unavailable"
+NO_VERIFICATION = "no token verification is configured"
 
 MAX_CACHED_HEADER = 4096
 """Longer `Authorization` values are looked up by their token's digest only."""
 DEFAULT_CACHE_SIZE = 10_000
 """Tokens remembered per verifier, accepted and refused ones each."""
+MAX_IDENTITY_BYTES = 256
+"""Longest user id or role, in UTF-8 bytes (they become header values upstream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +79,12 @@ def identity_token_expiry(identity: Identity, leeway: float) -> float | None:
 class _Rejected(Exception):
     """A verdict against a token; a `lasting` one holds for as long as the keys do."""
 
-    def __init__(self, message: str, *, lasting: bool = True) -> None:
+    def __init__(self, message: str, *, lasting: bool = True, waiter: object = None) -> None:
         super().__init__(message)
         self.message = message
         self.lasting = lasting
+        self.waiter = waiter
+        """An early key refresh under way: the token is worth judging again after it."""
 
 
 class TokenVerifier:
@@ -95,11 +101,20 @@ class TokenVerifier:
       `kid` uses the PEM key, and is refused if there is none.
     - `exp`, `nbf`, `iat` are optional but, when present, must be finite numbers and are
       checked with `leeway`; `iss`/`aud` only when the policy sets them (`aud` may be a list).
-    - The user claim must be a non-empty string or an integer (read as text).
+    - The user claim must be a non-empty string or an integer (read as text); user and
+      role must be valid header values (`is_header_value`), as they are sent upstream.
     - A token without the role claim is refused (`missing role claim`) rather than demoted
       to `anonymous`: a signed token lacking it is minted for something else or read with
       the wrong `role_claim`, and a silent demotion would hide that behind odd rate limits.
       Operators who want leniency set `auth.invalid_token: anonymous`.
+
+    - Without `auth.jwt` (identity off) every request is anonymous, whatever it carries;
+      `verify_token` (a WebSocket `auth`) is refused with `NO_VERIFICATION`.
+    - Keys come through a `KeyRing`: when its version moves (a key file rewritten, a JWKS
+      fetched) every cached verdict is dropped. A token whose `kid` the ring lacks asks
+      the ring for an early refresh; one under way is raised as `KeysRefreshing`, so the
+      caller may wait for it and ask again. Until a `jwks_url` was fetched once, tokens
+      needing a public key get `KEYS_UNAVAILABLE` (not cached).
 
     Verdicts are cached by a 16-byte BLAKE2b digest of the token, which keeps each entry's
     size fixed whatever a client sends: accepted tokens until `exp + leeway` (never later),
@@ -115,37 +130,57 @@ class TokenVerifier:
         "_accepted",
         "_algorithms",
         "_by_header",
+        "_cache_size",
         "_clock",
+        "_enabled",
         "_jws",
         "_keys",
         "_policy",
         "_refused",
+        "_ring",
+        "_version",
         "_weak_key",
     )
 
     def __init__(
         self,
-        jwt_policy: JwtPolicy,
-        keys: KeyMaterial,
+        jwt_policy: JwtPolicy | None,
+        keys: KeyMaterial | KeyRing,
         clock: Clock,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._policy = jwt_policy
-        self._keys = keys
+        self._policy = jwt_policy if jwt_policy is not None else JwtPolicy()
+        self._enabled = jwt_policy is not None
+        self._ring = keys if isinstance(keys, KeyRing) else KeyRing(keys)
+        self._version = self._ring.version
+        self._keys = self._ring.material
         self._clock = clock
-        self._algorithms = frozenset(jwt_policy.algorithms)
+        self._algorithms = frozenset(self._policy.algorithms)
         # Only the listed algorithms exist for this instance. A short HS secret is accepted
         # (proxy.keys warns once at load); pyjwt's per-call warning about it is silenced.
-        self._jws = jwt.PyJWS(algorithms=list(jwt_policy.algorithms))
-        self._weak_key = bool(keys.warnings)
+        self._jws = jwt.PyJWS(algorithms=list(self._policy.algorithms))
+        self._weak_key = bool(self._keys.warnings)
+        self._cache_size = cache_size
         self._accepted: TokenCache[Identity] = TokenCache(cache_size)
         self._by_header: TokenCache[Identity] = TokenCache(cache_size)
         self._refused: TokenCache[str] = TokenCache(cache_size)
 
+    def _follow_ring(self) -> None:
+        """New keys: take them, and forget every verdict made with the old ones."""
+        ring = self._ring
+        self._version = ring.version
+        self._keys = ring.material
+        self._weak_key = bool(self._keys.warnings)
+        self._accepted = TokenCache(self._cache_size)
+        self._by_header = TokenCache(self._cache_size)
+        self._refused = TokenCache(self._cache_size)
+
     def verify(self, authorization: bytes | str | None) -> Identity:
         """The identity an `Authorization` header value proves (`ANONYMOUS` if none)."""
-        if authorization is None:
+        if authorization is None or not self._enabled:
             return ANONYMOUS
+        if self._ring.version != self._version:
+            self._follow_ring()
         header = None
         if isinstance(authorization, bytes):
             if len(authorization) <= MAX_CACHED_HEADER:
@@ -165,6 +200,10 @@ class TokenVerifier:
 
     def verify_token(self, token: str) -> Identity:
         """The identity a bare token proves (WebSocket `auth` message or subprotocol)."""
+        if not self._enabled:
+            raise InvalidToken(NO_VERIFICATION)
+        if self._ring.version != self._version:
+            self._follow_ring()
         token = token.strip()
         if not token or not token.isascii():
             raise InvalidToken(MALFORMED)
@@ -180,6 +219,8 @@ class TokenVerifier:
         try:
             identity, valid_until = self._verify_uncached(raw, now)
         except _Rejected as rejected:
+            if rejected.waiter is not None:
+                raise KeysRefreshing(rejected.message, rejected.waiter) from None
             if rejected.lasting:
                 self._refused.put(digest, rejected.message, math.inf)
             raise InvalidToken(rejected.message) from None
@@ -216,8 +257,17 @@ class TokenVerifier:
             if keys.hmac_secret is None:
                 raise _Rejected(ALGORITHM_NOT_ALLOWED)
             return keys.hmac_secret
-        chosen = keys.jwks.get(kid) if kid is not None and keys.jwks else keys.public_key
+        ring = self._ring
+        if not ring.available:
+            raise _Rejected(KEYS_UNAVAILABLE, lasting=False)
+        if kid is not None and (keys.jwks or ring.on_unknown_kid is not None):
+            chosen = keys.jwks.get(kid)
+        else:
+            chosen = keys.public_key
         if chosen is None:
+            hook = ring.on_unknown_kid
+            if kid is not None and hook is not None:
+                raise _Rejected(UNKNOWN_KEY, waiter=hook(kid))
             raise _Rejected(UNKNOWN_KEY)
         if alg not in chosen.algorithms:
             raise _Rejected(ALGORITHM_NOT_ALLOWED)
@@ -285,10 +335,12 @@ def _user_id(claims: dict[str, Any], name: str) -> str:
     if name not in claims:
         raise _Rejected(MISSING_USER)
     value = claims[name]
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and is_header_value(value):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        text = str(value)
+        if len(text) <= MAX_IDENTITY_BYTES:
+            return text
     raise _Rejected(INVALID_USER)
 
 
@@ -296,6 +348,23 @@ def _role(claims: dict[str, Any], name: str) -> str:
     if name not in claims:
         raise _Rejected(MISSING_ROLE)
     value = claims[name]
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and is_header_value(value):
         return value
     raise _Rejected(INVALID_ROLE)
+
+
+def is_header_value(text: str) -> bool:
+    """Can `text` go upstream as X-User-Id / X-User-Role as it is (CONTRACT 14)?
+
+    No control character (CR and LF would inject header lines, NUL cuts them) and at most
+    `MAX_IDENTITY_BYTES` in UTF-8: such a claim makes the token invalid, never a header.
+    """
+    if len(text) > MAX_IDENTITY_BYTES:
+        return False
+    if len(text.encode("utf-8", "replace")) > MAX_IDENTITY_BYTES:
+        return False
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F:
+            return False
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.model import Policy, RoutePolicy, UpstreamPolicy
+from proxy.core.header_rules import RouteEdges
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class Route:
     strip_prefix: bool
     deadline_s: float | None
     base: bytes
+    edges: RouteEdges | None = None
+    """Header rules and CORS; None (most routes): nothing to do."""
 
     def upstream_target(self, target: bytes) -> bytes:
         """The request target sent upstream: strip_prefix removes the prefix, keeps a '/'."""
@@ -47,6 +50,7 @@ def compile_route(spec: RoutePolicy, upstreams: dict[str, UpstreamPolicy]) -> Ro
         strip_prefix=spec.strip_prefix,
         deadline_s=spec.timeout,
         base=url_base_path(upstreams[spec.upstream].url),
+        edges=RouteEdges.of(spec),
     )
 
 

@@ -35,15 +35,26 @@ class LimitCheck:
     limit: int
     window_s: float
     shadow: bool
+    tag: str
+    """Whose request it is (user id, or client IP when anonymous), whatever the rule is keyed
+    by: in a Redis Cluster every key of one decision carries it as hash tag (one slot, one
+    script call). Empty: `key`."""
 
     def __init__(
-        self, rule: str, key: str, limit: int, window_s: float, shadow: bool = False
+        self,
+        rule: str,
+        key: str,
+        limit: int,
+        window_s: float,
+        shadow: bool = False,
+        tag: str = "",
     ) -> None:
         self.rule = rule
         self.key = key
         self.limit = limit
         self.window_s = window_s
         self.shadow = shadow
+        self.tag = tag
 
 
 @dataclass(slots=True, init=False)

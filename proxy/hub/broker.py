@@ -15,6 +15,9 @@ sharing a Redis, with a Stream rather than pub/sub + a list because:
 Each replica runs one `XREAD BLOCK` loop and fans out what arrives, its own events
 included, so every replica delivers in the same order.
 
+The stream and its id counter share one hash tag (`{resilience_proxy:events}:stream` and
+`:id`): in a Redis Cluster both live in one slot, so the publish script may touch both.
+
 Redis unreachable: the replica keeps serving its own clients. It gives ingested events
 the next LOCAL id (after the highest id it has delivered), so its clients never see ids
 go backwards; resume is answered from its local ring. Events do not cross replicas while
@@ -37,7 +40,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from proxy.hub.events import Accepted, Event, Published, make_event
 from proxy.hub.history import History, Replay, plan_replay
@@ -47,7 +50,29 @@ log = logging.getLogger("proxy.hub.broker")
 Deliver = Callable[[Event], None]
 """Called once per event, in id order, on the event loop."""
 
-_REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_REDIS_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+
+
+class RedisClients(Protocol):
+    """Makes clients for one Redis, a cluster or a Sentinel-named master (`RedisTarget`)."""
+
+    def client(self, *, connect_timeout: float, read_timeout: float | None) -> Any: ...
+
+
+class _Url:
+    """One server by URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self, *, connect_timeout: float, read_timeout: float | None) -> Any:
+        return Redis.from_url(
+            self.url,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
 
 SEEN_KEY_TTL_S = 3600
 """How long Redis remembers an event_key (CONTRACT 14: "seen in the last hour")."""
@@ -146,7 +171,7 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str,
+        where: str | RedisClients,
         *,
         history: int,
         prefix: str = "resilience_proxy:events",
@@ -154,11 +179,11 @@ class RedisBroker:
         block: float = 1.0,
         max_backoff: float = 2.0,
     ) -> None:
-        self._url = url
+        self._where = _Url(where) if isinstance(where, str) else where
         self._history_size = history
         self._history = History(history)
-        self._counter = f"{prefix}:id"
-        self._stream = f"{prefix}:stream"
+        self._counter = f"{{{prefix}}}:id"
+        self._stream = f"{{{prefix}}}:stream"
         # + event_key. Named after the stream, so it has the stream's hash tag (cluster).
         self._seen = f"{self._stream}:seen:"
         self._timeout = timeout
@@ -169,8 +194,9 @@ class RedisBroker:
         self._down = True
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
-        self._reader: Redis | None = None
+        self._client: Any = None
+        self._reader: Any = None
+        """`Redis` or `RedisCluster` clients."""
         self._script: Any = None
         self._resync_script: Any = None
 
@@ -178,14 +204,9 @@ class RedisBroker:
     def degraded(self) -> bool:
         return self._down
 
-    def _connect(self, read_timeout: float) -> Redis:
+    def _connect(self, read_timeout: float) -> Any:
         # No library retries: a failure falls back at once; the read loop reconnects.
-        return Redis.from_url(
-            self._url,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        return self._where.client(connect_timeout=self._timeout, read_timeout=read_timeout)
 
     async def start(self, deliver: Deliver) -> None:
         """Connect and take the stream's tail as the cursor; a dead Redis only degrades."""

@@ -200,6 +200,11 @@ class Hub:
         }
 
     @property
+    def live_sessions(self) -> int:
+        """WebSockets this process holds, closing ones included (for `max_connections`)."""
+        return len(self._live)
+
+    @property
     def degraded(self) -> bool:
         """True while events cannot reach other replicas (for /readyz)."""
         return self._broker.degraded

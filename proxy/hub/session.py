@@ -6,8 +6,12 @@ messages here with the same encoder (`events.server_frame`). Only control frames
 pong) go through wsproto's `send`, so its close state stays exact.
 
 Backpressure is the transport's: while it is paused (its buffer past the high-water mark)
-messages wait in a backlog; a backlog of more than `send_queue` messages is a slow
-consumer, closed with 1013 so one stalled client never holds memory or delays others.
+messages wait in a backlog. Everything the server sends shares that one budget: events,
+heartbeats, answers and protocol pongs (CONTRACT 14). A backlog of more than `send_queue`
+messages or `send_queue_bytes` bytes is a slow consumer, closed with 1013, and nothing more
+is read from it, so one stalled client (or one that floods pings without reading the
+pongs) never holds more than its budget or delays others. Fanned-out frames are queued as
+the hub's own bytes objects, shared by every backlog that holds them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class WebSocketSession(asyncio.Protocol):
         "_skip_upto",
         "_auth_timer",
         "_backlog",
+        "_backlog_bytes",
         "_backlog_count",
         "_close_timer",
         "_conn",
@@ -81,6 +86,7 @@ class WebSocketSession(asyncio.Protocol):
         self._paused = False
         self._backlog: list[bytes] = []
         self._backlog_count = 0
+        self._backlog_bytes = 0
         self._held: list[ChannelBatch] | None = None
         self._skip_upto = 0
         self._msg_parts: list[str | bytes] = []
@@ -116,10 +122,15 @@ class WebSocketSession(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self._closing and not self._transport.is_closing():
+            # Past the send budget reading stopped; the output is moving again, so read the
+            # client's answer to the close frame.
+            self._transport.resume_reading()
         if self._backlog and not self._closing:
             data = b"".join(self._backlog)
             self._backlog.clear()
             self._backlog_count = 0
+            self._backlog_bytes = 0
             self._transport.write(data)
 
     def deliver(self, batch: ChannelBatch) -> None:
@@ -134,7 +145,11 @@ class WebSocketSession(asyncio.Protocol):
         if self._held is not None:
             self._held.append(batch)
             return
-        frames = [e.frame for e in batch.events if e.id > self._skip_upto]
+        events = batch.events
+        if events[0].id > self._skip_upto:
+            self._write(batch.frames, len(events))  # the hub's bytes, shared, not copied
+            return
+        frames = [e.frame for e in events if e.id > self._skip_upto]
         if frames:
             self._write(b"".join(frames), len(frames))
 
@@ -163,6 +178,8 @@ class WebSocketSession(asyncio.Protocol):
         self._closing = True
         self._cancel_timers()
         self._backlog.clear()
+        self._backlog_count = 0
+        self._backlog_bytes = 0
         self._held = None
         self._host.detach(self)
         self._close_timer = self._loop.call_later(self._host.close_timeout, self.abort)
@@ -229,8 +246,8 @@ class WebSocketSession(asyncio.Protocol):
             if isinstance(event, Message):
                 self._message_part(event)
             elif isinstance(event, Ping):
-                if conn.state is ConnectionState.OPEN:
-                    self._transport.write(conn.send(event.response()))
+                if conn.state is ConnectionState.OPEN and not self._closing:
+                    self._write(conn.send(event.response()), 1)
             elif isinstance(event, CloseConnection):
                 self._remote_close(conn, event)
 
@@ -372,12 +389,24 @@ class WebSocketSession(asyncio.Protocol):
         if self._paused:
             self._backlog.append(data)
             self._backlog_count += count
-            if self._backlog_count > self._host.ws_policy.send_queue:
-                self._host.slow_consumer(self)
-                self.close(TRY_AGAIN_LATER, "slow consumer: reconnect and resume")
+            self._backlog_bytes += len(data)
+            policy = self._host.ws_policy
+            if (
+                self._backlog_count > policy.send_queue
+                or self._backlog_bytes > policy.send_queue_bytes
+            ):
+                self._slow_consumer()
             return
         if not self._transport.is_closing():
             self._transport.write(data)
+
+    def _slow_consumer(self) -> None:
+        """Over the send budget: 1013, and nothing is read while the output stays stuck (a
+        client flooding pings would otherwise keep the server parsing what it discards)."""
+        self._host.slow_consumer(self)
+        self.close(TRY_AGAIN_LATER, "slow consumer: reconnect and resume")
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
 
     def _cancel_timers(self) -> None:
         for timer in (self._auth_timer, self._expiry_timer, self._close_timer):

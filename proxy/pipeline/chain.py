@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from proxy.pipeline.context import Lifecycle, RequestContext
+from proxy.pipeline.context import Lifecycle, RequestContext, Stage
 from proxy.pipeline.runtime import Runtime
 from proxy.pipeline.stages import STAGES
 from proxy.server.http11 import ClientConnection
@@ -29,13 +29,17 @@ class Pipeline:
     same stages and awaits the request's end.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, stages: tuple[Stage, ...] = STAGES) -> None:
         self.runtime = runtime
-        self.lifecycle = Lifecycle(STAGES)
+        self.lifecycle = Lifecycle(stages)
 
     @property
     def in_flight(self) -> int:
         return self.lifecycle.in_flight
+
+    @property
+    def tunnels_open(self) -> int:
+        return self.lifecycle.tunnels_open
 
     def fast(self, conn: ClientConnection, head: RequestHead) -> None:
         """Run a request without a body now, from the parser's callback."""

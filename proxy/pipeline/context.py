@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Final
 from proxy.core.identity import ANONYMOUS, Identity
 from proxy.errors import ProxyError
 from proxy.pipeline.observe import CLIENT_CLOSED
+from proxy.pipeline.tunnel import open_tunnel
 from proxy.server.responses import error_headers
 
 if TYPE_CHECKING:
     from proxy.core.routing import Route
+    from proxy.pipeline.forward import Attempt
     from proxy.pipeline.observe import RequestNote
     from proxy.pipeline.resilience import Exchange
     from proxy.pipeline.runtime import Runtime
@@ -60,6 +62,8 @@ class Lifecycle:
         self.stages = stages
         self.in_flight = 0
         """Requests past load shedding and not yet finished (`server.max_in_flight`)."""
+        self.tunnels_open = 0
+        """Upgraded connections being relayed (`pipeline/tunnel.py`)."""
 
 
 class RequestContext:
@@ -74,7 +78,10 @@ class RequestContext:
     """The route's name for metrics and the access log ("sidecar" for our own paths)."""
     identity: Identity = ANONYMOUS
     limits: bytes = b""
-    """Rendered rate-limit header lines: every answer to this request carries them."""
+    """Rendered header lines every answer to this request carries: the rate limits' and
+    the route's (`route_lines`)."""
+    route_lines: bytes = b""
+    """The route's own answer lines (`response_headers`, CORS), set by the Edges stage."""
     forwarded_for: bytes = b""
     client_ip: str = ""
     note: RequestNote | None = None
@@ -169,9 +176,12 @@ class RequestContext:
                 conn.abort()  # half an answer was sent: cutting is the only honest end
             else:
                 # A request that passed its limits carries their headers, whatever came after.
-                response.send_response(
-                    head, error.status, error_headers(error), error.body(), self.limits
-                )
+                headers = error_headers(error)
+                route = self.route
+                edges = route.edges if route is not None else None
+                if edges is not None and edges.response is not None:
+                    headers = edges.response.filter_headers(headers)
+                response.send_response(head, error.status, headers, error.body(), self.limits)
         now = time.monotonic()
         runtime = self.runtime
         runtime.metrics.request_done(
@@ -227,7 +237,32 @@ class RequestContext:
     def exchange_done(self, exchange: Exchange, error: ProxyError | None) -> None:
         if error is None:
             self.runtime.limiter.record_forwarded(self.identity, self.head.path)
+            switched = exchange.switched
+            if switched is not None:
+                self._release()  # a tunnel holds no in-flight slot: it ends when it closes
+                self.task = asyncio.get_running_loop().create_task(self._tunnel(switched))
+                return
         self.finish(error)
+
+    async def _tunnel(self, attempt: Attempt) -> None:
+        """Relay the upgraded connection until it closes, counted in `tunnels{route}`."""
+        runtime, conn, lifecycle = self.runtime, self.conn, self.lifecycle
+        idle_timeout = runtime.policy.server.tunnel_idle_timeout
+        tunnel = open_tunnel(conn, self.head, attempt, self.limits, idle_timeout)
+        if tunnel is not None:
+            gauge = runtime.metrics.tunnels.labels(self.route_name)
+            gauge.inc()
+            lifecycle.tunnels_open += 1
+            try:
+                await tunnel.ended
+            finally:
+                tunnel.close()
+                gauge.dec()
+                lifecycle.tunnels_open -= 1
+                conn.response.bytes_out += tunnel.bytes_out
+        if self.note is not None:
+            self.note.reason = "tunnel"
+        self.finish(None)
 
     def exchange_gone(self, exchange: Exchange) -> None:
         """The exchange stopped because `cancel` told it to: nothing more to do."""

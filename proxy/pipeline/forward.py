@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from proxy.core.header_rules import HeaderRules
 from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
 from proxy.errors import ProxyError
 from proxy.server.http11 import ClientConnection
@@ -113,6 +114,8 @@ class Attempt:
         conn = await self.pool.acquire()
         self.conn = conn
         waiter = HeadWaiter()
+        if head.websocket:
+            conn.upgrade = True
         conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter)
         if body is not None and body.error is not None:
             conn.abort()
@@ -127,6 +130,8 @@ class Attempt:
                 _upload_kept(conn, body, head.chunked)
         try:
             self.response = await waiter.future
+            if head.websocket and self.response.status != 101:
+                conn.upgrade = False  # refused: the connection may serve plain requests again
         except UpstreamFailure:
             conn.abort()
             if body is not None and body.error is not None:
@@ -163,7 +168,13 @@ class Attempt:
             self.pool.release(conn, resp.keep_alive)
         return resp.status
 
-    async def relay(self, client: ClientConnection, head: RequestHead, extra: bytes) -> None:
+    async def relay(
+        self,
+        client: ClientConnection,
+        head: RequestHead,
+        extra: bytes,
+        rules: HeaderRules | None = None,
+    ) -> None:
         """Stream the answer to the client (see `Relay`), waiting until it has ended."""
         ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -172,7 +183,7 @@ class Attempt:
                 ended.set_result(None)
 
         relay = Relay(self, client, on_end)
-        relay.start(head, extra)
+        relay.start(head, extra, rules)
         try:
             await ended
         except asyncio.CancelledError:
@@ -200,12 +211,15 @@ class Relay:
         self.has_body = False
         self.paused = False
 
-    def start(self, head: RequestHead, extra: bytes) -> None:
-        """Send the head (plus `extra`, rendered header lines) and pipe the body."""
+    def start(self, head: RequestHead, extra: bytes, rules: HeaderRules | None = None) -> None:
+        """Send the head (plus `extra`, rendered header lines; minus the names a route's
+        `response_headers` rule drops) and pipe the body."""
         conn, resp = self.attempt.conn, self.attempt.response
         assert conn is not None and resp is not None
         length = resp.content_length if not resp.chunked else None
         lines = resp.passed_lines()
+        if rules is not None:
+            lines = rules.filter_lines(lines)
         if extra:
             lines.append(extra)
         self.has_body = self.client.response.send_head_lines(head, resp.status, lines, length)

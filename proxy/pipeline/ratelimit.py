@@ -17,7 +17,7 @@ from policies.model import EndpointLimitPolicy, RateLimitsPolicy
 from proxy.core.identity import Identity
 from proxy.core.window import Decision, LimitCheck, RuleResult, most_restrictive
 from proxy.errors import RateLimited, retry_after_value
-from proxy.storage.base import LimitStore
+from proxy.storage.base import LimitStore, await_decision
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
@@ -77,11 +77,13 @@ class RateLimiter:
         checks = []
         role = self._roles.get(identity.role)
         if role is not None:
-            checks.append(LimitCheck(role[0], subject, role[1], role[2], role[3]))
+            checks.append(LimitCheck(role[0], subject, role[1], role[2], role[3], subject))
         for rule in self._endpoints:
             if rule.applies(path, method):
                 key = client_ip if rule.by_ip else subject
-                checks.append(LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow))
+                checks.append(
+                    LimitCheck(rule.name, key, rule.limit, rule.window_s, rule.shadow, subject)
+                )
         return checks
 
     async def check(self, identity: Identity, client_ip: str, path: bytes, method: bytes) -> bytes:
@@ -89,7 +91,7 @@ class RateLimiter:
         checks = self.checks(identity, client_ip, path, method)
         if not checks:
             return b""
-        return self.verdict(await self.store.decide(checks))
+        return self.verdict(await await_decision(self.store, checks))
 
     def verdict(self, decision: Decision) -> bytes:
         """Count the decision; its header lines to send, or RateLimited (429) carrying them."""

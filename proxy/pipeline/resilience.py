@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
+from proxy.core.header_rules import HeaderRules
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
 from proxy.core.tracecontext import new_span_id
 from proxy.errors import (
@@ -39,6 +40,7 @@ from proxy.pipeline.forward import Attempt, Relay
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
+    TlsFailure,
     UpstreamFailure,
 )
 from proxy.upstream.head import ResponseHead
@@ -62,9 +64,11 @@ class ExchangeOwner(Protocol):
     def exchange_gone(self, exchange: Exchange) -> None: ...
 
 
-def _failure_error(name: str, kind: OutcomeKind) -> ProxyError:
+def _failure_error(name: str, kind: OutcomeKind, failure: UpstreamFailure) -> ProxyError:
     if kind is TIMEOUT:
         return UpstreamTimeout(f"upstream '{name}' did not answer in time")
+    if isinstance(failure, TlsFailure):
+        return UpstreamUnavailable(f"upstream '{name}' is unavailable: {failure}")
     return UpstreamUnavailable(f"upstream '{name}' is unavailable")
 
 
@@ -87,6 +91,10 @@ class Exchange:
     relay: Relay | None = None
     task: asyncio.Task[None] | None = None
     owner: ExchangeOwner | None = None
+    switched: Attempt | None = None
+    """The attempt whose upstream answered 101 to a tunnel request: the tunnel's now."""
+    response_rules: HeaderRules | None = None
+    """The route's `response_headers`: their names are taken out of the upstream's answer."""
 
     def __init__(
         self,
@@ -198,7 +206,7 @@ class Exchange:
         self.metrics.upstream_attempt(self.name, label)
         self.metrics.attempt_took(self.name, label, now - sent_at)
         self.note.attempt_ended(self.head.method, self.span_id, sent_at, now, 0, label)
-        self.last_failure = _failure_error(self.name, kind)
+        self.last_failure = _failure_error(self.name, kind, failure)
         sent = not isinstance(failure, (ConnectFailure, AttemptTimeout))
         if sent and not self._safe_to_resend():
             # Reset after sending: the upstream may have acted on it; never resend.
@@ -285,18 +293,24 @@ class Exchange:
                 raise self._outcome_error()
             if client is None:
                 return await kept.consume()
-            await kept.relay(client, self.head, self.extra_lines)
-            assert kept.response is not None
-            return kept.response.status
+            response = kept.response
+            assert response is not None
+            if response.status == 101:
+                self.switched = kept  # only a tunnel request gets one (`upgrade` on begin)
+                return 101
+            await kept.relay(client, self.head, self.extra_lines, self.response_rules)
+            return response.status
         finally:
             self.close()
 
     # -- the callback driver ----------------------------------------------------------------
     def start(self, owner: ExchangeOwner) -> None:
         """Drive the exchange; `owner` hears how it ended. By callbacks when the request has
-        no body and a warm connection is idle; by the coroutine `run()` in a task otherwise."""
+        no body and a warm connection is idle; by the coroutine `run()` in a task otherwise
+        (an upgrade too: its attempt marks the upstream connection, see `Attempt.send`)."""
         self.owner = owner
-        if self.body is not None or self.head.expect_continue:
+        head = self.head
+        if self.body is not None or head.expect_continue or head.websocket:
             self._hand_over(None)
             return
         conn = self.pool.take_idle()
@@ -327,7 +341,7 @@ class Exchange:
         kept, self.kept = self.kept, None
         assert kept is not None and self.client is not None
         self.relay = Relay(kept, self.client, self._relayed)
-        self.relay.start(self.head, self.extra_lines)
+        self.relay.start(self.head, self.extra_lines, self.response_rules)
 
     def _relayed(self) -> None:
         self.relay = None

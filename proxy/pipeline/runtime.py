@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from policies.load import LoadedPolicy
@@ -53,6 +53,10 @@ class Runtime:
     """`server.max_in_flight`, read on every request."""
     observer: Observer
     """The access log and the trace context (sampling, span export) for this policy."""
+    admin_endpoints: OwnRoutes[OwnEndpoint] | None = None
+    """The own endpoints served on `admin.listen` (None: they share the data plane's table)."""
+    admin_token: bytes | None = field(default=None, repr=False)
+    """The value of `admin.token_env`: `Bearer` it and be admin (never logged)."""
 
     @property
     def policy(self) -> Policy:

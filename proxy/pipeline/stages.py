@@ -3,10 +3,14 @@
     own endpoint   -> answered by the sidecar (route "sidecar")
     route          -> 404 no_route
     observe        -> client address, trace context (the access log's and spans' note)
+    route's edges  -> a CORS preflight answered (204) or refused (403 cors_forbidden);
+                      the lines every answer carries (response_headers, CORS)
     load shedding  -> 503 overloaded (server.max_in_flight)
-    identity       -> 401 invalid_token | the caller's Identity
+    identity       -> 401 invalid_token | the caller's Identity (waits for an early key
+                      refresh when the token names an unknown `kid`)
     rate limits    -> 429 rate_limited | the X-RateLimit-* lines every answer carries
-    forward        -> the exchange: breaker, send, classify, retry, relay (resilience.py)
+    forward        -> the exchange: breaker, send, classify, retry, relay (resilience.py);
+                      a 101 to an upgrade becomes a tunnel (tunnel.py)
 
 A stage is a `Stage` subclass: `enter(ctx)` answers CONTINUE, ANSWERED or WAIT (it will
 call `ctx.resume` with what it waited for), or raises ProxyError to refuse the request.
@@ -20,37 +24,46 @@ import logging
 from collections.abc import Awaitable
 from typing import Final
 
+from proxy.core.identity import Identity
 from proxy.core.tracecontext import new_span_id
 from proxy.core.window import Decision
-from proxy.errors import NotFound, Overloaded, ProxyError
+from proxy.errors import KeysRefreshing, NotFound, Overloaded, ProxyError
 from proxy.pipeline.context import (
+    ANSWERED,
     CONTINUE,
     SIDECAR_ROUTE,
     WAIT,
     RequestContext,
     Stage,
 )
+from proxy.pipeline.edges import answer_lines, answered_preflight
 from proxy.pipeline.forward import upstream_head
-from proxy.pipeline.identity import identify, identity_headers
+from proxy.pipeline.identity import identify, identify_after_refresh, identity_headers
 from proxy.pipeline.observe import RequestNote
 from proxy.pipeline.resilience import Exchange
+from proxy.pipeline.runtime import OwnEndpoint as Endpoint
 
 failures = logging.getLogger("proxy.server")
+
+UPGRADE_CONNECTION = (b"connection", b"upgrade")
 
 
 class OwnEndpoint(Stage):
     """The sidecar's own paths (health, metrics, admin API) answer before any route."""
 
     def enter(self, ctx: RequestContext) -> int:
-        runtime = ctx.runtime
-        endpoint = runtime.own_endpoints.match(ctx.head.path)
+        endpoint = ctx.runtime.own_endpoints.match(ctx.head.path)
         if endpoint is None:
             return CONTINUE
         ctx.route_name = SIDECAR_ROUTE
-        ctx.task = asyncio.get_running_loop().create_task(
-            _answer_then_finish(ctx, endpoint(ctx.conn, ctx.head, ctx.body, runtime))
-        )
+        answer_own_endpoint(ctx, endpoint)
         return WAIT
+
+
+def answer_own_endpoint(ctx: RequestContext, endpoint: Endpoint) -> None:
+    """Run one of the sidecar's own endpoints in a task; the request ends when it has."""
+    answer = endpoint(ctx.conn, ctx.head, ctx.body, ctx.runtime)
+    ctx.task = asyncio.get_running_loop().create_task(_answer_then_finish(ctx, answer))
 
 
 async def _answer_then_finish(ctx: RequestContext, answer: Awaitable[None]) -> None:
@@ -94,6 +107,25 @@ class Observe(Stage):
         return CONTINUE
 
 
+class Edges(Stage):
+    """A route's header rules and CORS (`pipeline/edges.py`): a preflight is answered here,
+    before identity and limits; every other answer carries the route's lines."""
+
+    def enter(self, ctx: RequestContext) -> int:
+        route = ctx.route
+        assert route is not None
+        edges = route.edges
+        if edges is None:
+            return CONTINUE
+        head = ctx.head
+        ctx.limits = ctx.route_lines = answer_lines(edges, head)
+        note = ctx.note
+        assert note is not None
+        if answered_preflight(ctx.conn, head, edges, note):
+            return ANSWERED
+        return CONTINUE
+
+
 class ShedLoad(Stage):
     """`server.max_in_flight`: past it a request is refused at once rather than queued."""
 
@@ -110,11 +142,26 @@ class Identify(Stage):
     """Who is asking: the verified token's identity, or anonymous (or 401)."""
 
     def enter(self, ctx: RequestContext) -> int:
-        ctx.identity = identity = identify(ctx.head, ctx.runtime)
+        try:
+            identity = identify(ctx.head, ctx.runtime)
+        except KeysRefreshing as pending:
+            # An unknown `kid`: the early key refresh decides. Its failure is not raised
+            # here, and this request leaving does not cancel it.
+            pending.waiter.add_done_callback(ctx.resume)
+            return WAIT
+        self._settled(ctx, identity)
+        return CONTINUE
+
+    def resume(self, ctx: RequestContext, result: object) -> int:
+        self._settled(ctx, identify_after_refresh(ctx.head, ctx.runtime))
+        return CONTINUE
+
+    @staticmethod
+    def _settled(ctx: RequestContext, identity: Identity) -> None:
+        ctx.identity = identity
         note = ctx.note
         if note is not None:
             note.identity = identity
-        return CONTINUE
 
 
 class RateLimit(Stage):
@@ -129,19 +176,22 @@ class RateLimit(Stage):
         checks = limiter.checks(ctx.identity, ctx.client_ip, head.path, head.method)
         if not checks:
             return CONTINUE
-        store = limiter.store
-        decision = store.decide_now(checks)
+        decision = limiter.store.decide(checks, _decided_later, ctx)
         if decision is None:
-            store.decide_then(checks, ctx.resume)
             return WAIT
-        ctx.limits = limiter.verdict(decision)
+        ctx.limits = limiter.verdict(decision) + ctx.route_lines
         return CONTINUE
 
     def resume(self, ctx: RequestContext, result: object) -> int:
         if not isinstance(result, Decision):
             raise ProxyError("the rate-limit store failed")
-        ctx.limits = ctx.runtime.limiter.verdict(result)
+        ctx.limits = ctx.runtime.limiter.verdict(result) + ctx.route_lines
         return CONTINUE
+
+
+def _decided_later(ctx: RequestContext, result: Decision | Exception) -> None:
+    """The store's later answer (a plain function: a decision known now allocates nothing)."""
+    ctx.resume(result)
 
 
 class Forward(Stage):
@@ -152,23 +202,32 @@ class Forward(Stage):
         assert route is not None
         runtime = ctx.runtime
         head = ctx.head
+        conn = ctx.conn
         proto = head.forwarded_proto
         if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
-            proto = b"http"
+            proto = conn.state.scheme
         target = route.upstream_target(head.target) if route.strip_prefix else None
+        edges = route.edges
+        if edges is not None and edges.request is not None:
+            head.headers = edges.request.apply(head.headers)
+        ours = identity_headers(ctx.identity)
+        if head.websocket:
+            ours = [*ours, (b"upgrade", head.upgrade or b""), UPGRADE_CONNECTION]
         note = ctx.note
         assert note is not None
         trace = note.trace
         span_id = new_span_id() if trace.recorded else trace.span_id
         head_bytes = upstream_head(
-            head, target or route.base + head.target, ctx.forwarded_for, proto,
-            identity_headers(ctx.identity), trace.header_lines(span_id),
+            head, target or route.base + head.target, ctx.forwarded_for, proto, ours,
+            trace.header_lines(span_id),
         )  # fmt: skip
         name = route.upstream.name
         exchange = ctx.exchange = Exchange(
-            name, runtime.pools[name], runtime.guards[name], runtime.metrics, ctx.conn, head,
+            name, runtime.pools[name], runtime.guards[name], runtime.metrics, conn, head,
             ctx.body, head_bytes, ctx.limits, ctx.ready_at, route.deadline_s, note, span_id,
         )  # fmt: skip
+        if edges is not None:
+            exchange.response_rules = edges.response
         exchange.start(ctx)
         return WAIT
 
@@ -177,6 +236,7 @@ STAGES: Final = (
     OwnEndpoint(),
     MatchRoute(),
     Observe(),
+    Edges(),
     ShedLoad(),
     Identify(),
     RateLimit(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from policies.model import CircuitBreakerPolicy, Policy
 from proxy.clock import SYSTEM_CLOCK
@@ -39,6 +40,19 @@ class Guard:
     planner: RetryPlanner
 
 
+class Workers(Protocol):
+    """The other workers, through the supervisor (`server.workers > 1`): totals and the
+    shared breakers (see proxy.workers)."""
+
+    async def metrics_text(self) -> bytes: ...
+
+    async def breaker_stats(self) -> dict[str, dict[str, Any]]: ...
+
+    async def breaker_action(self, name: str, action: str) -> dict[str, Any] | None: ...
+
+    async def connections(self) -> dict[str, Any] | None: ...
+
+
 @dataclass
 class State:
     """Objects that outlive a reload, keyed by policy name."""
@@ -53,9 +67,15 @@ class State:
     retired_stores: list[LimitStore] = field(default_factory=list)
 
     def sync_store(self, policy: Policy) -> LimitStore:
-        """The rate-limit store; rebuilt only when the backend or its URL changes."""
+        """The rate-limit store; rebuilt only when the backend or where Redis is changes."""
         storage = policy.storage
-        key = (storage.backend, storage.redis_url if storage.backend == "redis" else "")
+        where = (
+            storage.redis_url,
+            storage.redis_cluster_nodes,
+            storage.redis_sentinels,
+            storage.redis_sentinel_master,
+        )
+        key = (storage.backend, repr(where) if storage.backend == "redis" else "")
         if self.store is not None and key == self.store_key:
             if storage.backend == "redis":
                 self.breaker("redis", storage.circuit_breaker)
@@ -97,20 +117,25 @@ class State:
     """`{"at", "result", "errors"}` of the last reload (the console's); None before one."""
     console: ConsoleFeed | None = None
     """The console's route history and overview (set by the app once it runs)."""
+    workers: Workers | None = None
+    """Set in a worker of `server.workers > 1`; None in a single process."""
 
     def sync_pools(self, policy: Policy) -> dict[str, UpstreamPool]:
         for name, upstream in policy.upstreams.items():
             pool = self.pools.get(name)
-            if pool is not None and pool.policy.url == upstream.url:
+            if pool is not None and pool.keeps(upstream):
                 pool.reconfigure(upstream)
             else:
                 if pool is not None:
                     pool.close()
-                self.pools[name] = UpstreamPool(upstream)
+                self.pools[name] = UpstreamPool(upstream, self._body_timed_out)
         for name in list(self.pools):
             if name not in policy.upstreams:
                 self.pools.pop(name).close()
         return dict(self.pools)
+
+    def _body_timed_out(self, upstream: str) -> None:
+        self.metrics.upstream_attempt(upstream, "timeout")
 
     def on_transition(self, event: BreakerTransition) -> None:
         self.metrics.breaker_transition(event)

@@ -1,9 +1,10 @@
-"""Flow control of one client connection, both ways.
+"""The writing side of one client connection's flow control.
 
-Reading pauses while what the client sends outruns its consumer (a request body streamed
-upstream, or requests pipelined ahead); writing pauses while the client's socket is full
-(asyncio's `pause_writing`), and whoever writes waits for `resume_writing`: the serving
-task by `drain()`, a relay by `on_resume_writing` (it stops reading its upstream).
+Writing pauses while the client's socket is full (asyncio's `pause_writing`), and whoever
+writes waits for `resume_writing`: the serving task by `drain()`, a relay by
+`on_resume_writing` (it stops reading its upstream). The reading side stays with the
+connection (`ClientConnection._pause_reading`): it is bound to parsing (requests read
+ahead, bytes held back unparsed), so it cannot be separated from it.
 """
 
 from __future__ import annotations
@@ -13,28 +14,12 @@ from collections.abc import Callable
 
 
 class FlowControl:
-    __slots__ = ("_read_paused", "_write_waiters", "transport", "write_paused")
+    __slots__ = ("_write_waiters", "transport", "write_paused")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._read_paused = False
         self.write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
-
-    # -- reading ------------------------------------------------------------------------------
-    @property
-    def read_paused(self) -> bool:
-        return self._read_paused
-
-    def pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
 
     # -- writing ------------------------------------------------------------------------------
     def pause_writing(self) -> None:

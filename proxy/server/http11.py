@@ -34,6 +34,7 @@ from proxy.errors import (
     RequestTimeout,
 )
 from proxy.server.flow import FlowControl
+from proxy.server.framing import body_framing, check_head
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.server.responses import error_headers
 from proxy.server.writer import ResponseWriter
@@ -46,7 +47,11 @@ FastHandler = Callable[["ClientConnection", RequestHead], None]
 `request_done()` when the request is over."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
-MAX_PIPELINED = 16
+MAX_PIPELINED = 8
+"""Requests parsed ahead of the one being answered; past it the rest waits unparsed."""
+PARSE_SLICE = 4096
+"""Bytes fed to the parser at a time when more arrive at once, so a burst of pipelined
+requests is parsed no further than `MAX_PIPELINED` (llhttp cannot be paused midway)."""
 _NOTED = frozenset(
     {
         b"authorization",
@@ -106,6 +111,9 @@ class ServerLimits:
     max_body_bytes: int = 1_048_576
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
+    max_connections: int = 10_000
+    request_buffer_bytes: int = 65_536
+    client_body_timeout: float = 10.0
 
 
 class Cancellable(Protocol):
@@ -124,7 +132,13 @@ class ServerState:
         self.fast = fast
         self.limits = limits
         self.upgrade: Callable[[RequestHead], UpgradeHandler | None] = lambda head: None
+        self.other_connections: Callable[[], int] = lambda: 0
+        """Connections this process holds besides `connections` (taken-over WebSockets)."""
+        self.on_refused: Callable[[], None] = lambda: None
+        """Told of each connection closed at once for `max_connections`."""
         self.connections: set[ClientConnection] = set()
+        self.scheme = b"http"
+        """`X-Forwarded-Proto` for requests on this listener (`https` when it serves TLS)."""
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -158,11 +172,12 @@ class ClientConnection:
     """One client connection: an asyncio protocol (duck-typed: a compiled class cannot
     subclass `asyncio.Protocol`, and the event loop only calls the methods).
 
-    It parses, queues pipelined requests and hands each to the pipeline in order; the
-    response being written is `response` (`server/writer.py`) and both directions of flow
-    control are `flow` (`server/flow.py`)."""
+    It parses, reads ahead a bounded number of pipelined requests and hands each to the
+    pipeline in order; the response being written is `response` (`server/writer.py`) and
+    the writing side of flow control is `flow` (`server/flow.py`)."""
 
     __slots__ = (
+        "_begun",
         "_body",
         "_head_size",
         "_head_started",
@@ -171,7 +186,12 @@ class ClientConnection:
         "_loop",
         "_parser",
         "_pending",
+        "_read_paused",
+        "_resumed_body",
         "_task",
+        "_tunnel_held",
+        "_unparsed",
+        "_upgrade_body",
         "_url",
         "_waiter",
         "active",
@@ -193,10 +213,18 @@ class ClientConnection:
         self._head_size = 0
         self._head_started: float | None = None
         self._last_activity = time.monotonic()
+        self._begun = False
         self._body: RequestBody | None = None
+        self._upgrade_body: RequestBody | None = None
+        self._unparsed: bytes | None = None
+        self._tunnel_held = False
+        """An upgrade waits to become a tunnel: the bytes after it are kept in `_unparsed`
+        (reading paused) for the upstream, never parsed."""
+        self._resumed_body: RequestBody | None = None
         self._pending: deque[tuple[RequestHead, RequestBody | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._read_paused = False
         self.flow = FlowControl()
         self.response = ResponseWriter(state)
         """The response being written (one at a time, in order)."""
@@ -205,6 +233,11 @@ class ClientConnection:
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        if len(state.connections) + state.other_connections() >= state.limits.max_connections:
+            state.on_refused()
+            cast(asyncio.Transport, transport).abort()  # at once: its descriptor is short
+            return
         self.transport = self.flow.transport = self.response.transport = cast(
             asyncio.Transport, transport
         )
@@ -233,28 +266,54 @@ class ClientConnection:
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._on_upgrade(data, upgrade.args[0])
-        except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            if isinstance(cause, _Reject):
-                self._fail(cause.error)
-            else:
-                log.exception("request parser callback failed")
-                self._fail(BadRequest("malformed request"))
-        except httptools.HttpParserError as error:
-            self._fail(BadRequest(f"malformed request: {error}"))
+        if self._unparsed is not None:
+            self._unparsed += data  # parsing is held back (and reading paused): keep it
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed the parser, holding the rest back (reading paused) once `MAX_PIPELINED`
+        requests wait or the output is backed up: a client that pipelines without reading
+        costs at most that much memory (CONTRACT 14)."""
+        start = 0
+        end = len(data)
+        while start < end:
+            if len(self._pending) >= MAX_PIPELINED or self.flow.write_paused:
+                self._unparsed = data[start:]
+                self._pause_reading()
+                return
+            stop = end if end - start <= PARSE_SLICE else start + PARSE_SLICE
+            try:
+                self._parser.feed_data(data if start == 0 and stop == end else data[start:stop])
+            except httptools.HttpParserUpgrade as upgrade:
+                self._on_upgrade(data[start:], upgrade.args[0])
+                return
+            except httptools.HttpParserCallbackError as error:
+                cause = error.__context__
+                if isinstance(cause, _Reject):
+                    self._fail(cause.error)
+                else:
+                    log.exception("request parser callback failed")
+                    self._fail(BadRequest("malformed request"))
+                return
+            except httptools.HttpParserError as error:
+                self._fail(BadRequest(f"malformed request: {error}"))
+                return
+            start = stop
 
     def pause_writing(self) -> None:
+        # The transport's unsent output passed its high-water mark (64 KiB under uvloop and
+        # asyncio, within the 256 KiB of CONTRACT 14): read nothing more until it drains.
         self.flow.pause_writing()
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
+        self._resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._begun = True
         self._url = []
         self._headers = []
         self._head_size = 0
@@ -274,6 +333,10 @@ class ClientConnection:
 
     def on_headers_complete(self) -> None:
         self._head_started = None
+        if self._resumed_body is not None:
+            # The framing-only head `_on_upgrade` fed: its body belongs to the request before.
+            self._body, self._resumed_body = self._resumed_body, None
+            return
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(
@@ -288,15 +351,21 @@ class ClientConnection:
             head.http_version = parser.get_http_version()
         if not head.request_id:
             head.request_id = new_request_id()
-        if head.upgrade is not None and parser.should_upgrade():
-            head.websocket = True
+        refused = check_head(head, self.state.limits.max_body_bytes)
+        if refused is not None:
+            raise _Reject(refused)
         body: RequestBody | None = None
         if head.chunked or head.content_length:
-            flow = self.flow
             body = RequestBody(
-                self.state.limits.max_body_bytes, flow.pause_reading, flow.resume_reading
+                self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
             )
-        elif not self.busy and not self._pending and not head.websocket:
+            if head.upgrade is not None and parser.should_upgrade():
+                # llhttp skips an upgrade's body: it is read after the upgrade point, and
+                # the request served as a plain one (see `_on_upgrade`).
+                self._upgrade_body = body
+        elif head.upgrade is not None and parser.should_upgrade():
+            head.websocket = True
+        elif not self.busy and not self._pending:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
                 self._begin_response(head)
@@ -305,7 +374,7 @@ class ClientConnection:
         self._body = body
         self._pending.append((head, body))
         if len(self._pending) >= MAX_PIPELINED:
-            self.flow.pause_reading()
+            self._pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
         else:
@@ -316,8 +385,9 @@ class ClientConnection:
             self._body.feed(chunk)
 
     def on_message_complete(self) -> None:
-        if self._body is not None:
-            self._body.finish()
+        body = self._body
+        if body is not None and body is not self._upgrade_body:
+            body.finish()
             self._body = None
 
     # -- serving -------------------------------------------------------------------------
@@ -332,10 +402,12 @@ class ClientConnection:
                     self._waiter = None
                 continue
             head, body = self._pending.popleft()
-            if self.flow.read_paused and len(self._pending) < MAX_PIPELINED // 2:
-                self.flow.resume_reading()
             self._begin_response(head)
+            if self._read_paused and len(self._pending) < MAX_PIPELINED // 2:
+                self._resume_reading()  # after `busy` is set: what it parses waits its turn
             try:
+                if body is not None and not body.done:
+                    await self._buffer_body(head, body)
                 await self.state.handler(self, head, body)
             except asyncio.CancelledError:
                 raise
@@ -350,9 +422,24 @@ class ClientConnection:
             if body is not None and not body.done:
                 # The body was not read to its end: the connection cannot be reused.
                 self.response.closing_after = True
+            if head.websocket:
+                # An upgrade not taken over: what the client sent after it is unparsable.
+                self.response.closing_after = True
             if self.response.closing_after or self.state.draining:
                 self.close()
                 return
+
+    async def _buffer_body(self, head: RequestHead, body: RequestBody) -> None:
+        """Read a small body whole before anything is sent upstream (as nginx does): a
+        client that stalls its body then costs an upstream nothing, and its 408 is its own
+        fault, never an upstream failure (CONTRACT 14). Larger bodies stream."""
+        limits = self.state.limits
+        if head.content_length is not None and head.content_length > limits.request_buffer_bytes:
+            return
+        if head.expect_continue:
+            self.response.send_continue()
+            head.expect_continue = False  # answered: the body is read here, not by an attempt
+        await body.wait_buffered(limits.request_buffer_bytes, limits.client_body_timeout)
 
     def _begin_response(self, head: RequestHead) -> None:
         self.busy = True
@@ -383,7 +470,7 @@ class ClientConnection:
 
     def _fail(self, error: ProxyError) -> None:
         """A request we cannot parse: answer it if nothing was sent yet, then close."""
-        self.flow.pause_reading()
+        self._pause_reading()
         if self._body is not None:
             self._body.fail(error)
         if self._task is not None and not self._task.done():
@@ -391,12 +478,11 @@ class ClientConnection:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        response = self.response
-        if not response.started:
+        if not self.response.started:
             head = RequestHead(b"GET", b"/", [], "1.1", False, self.peer_ip, time.monotonic())
             head.request_id = new_request_id()
-            response.closing_after = True
-            response.send_response(head, error.status, error_headers(error), error.body())
+            self.response.closing_after = True
+            self.response.send_response(head, error.status, error_headers(error), error.body())
         transport.close()
 
     def _on_upgrade(self, data: bytes, offset: int) -> None:
@@ -405,11 +491,25 @@ class ClientConnection:
         if head is None:
             self._fail(BadRequest("unexpected upgrade"))
             return
-        takeover = self.state.upgrade(head)
+        upgrade_body = self._upgrade_body
+        takeover = self.state.upgrade(head) if upgrade_body is None else None
+        if takeover is None and head.websocket:
+            # An upgrade without a body on no hub path: the pipeline may tunnel it to the
+            # upstream. What follows the head is the new protocol's, kept for the upstream
+            # (`detach`), never parsed.
+            self._tunnel_held = True
+            self._unparsed = data[offset:]
+            self._pause_reading()
+            return
         if takeover is None:
-            # Not a WebSocket path: serve it as a plain request; a fresh parser goes on
-            # after the upgrade point (llhttp stops there for good).
+            # A body came with the upgrade: serve it as a plain
+            # request; a fresh parser goes on after the upgrade point (llhttp stops there
+            # for good), first reading the body that llhttp skipped.
             self._parser = httptools.HttpRequestParser(self)
+            if upgrade_body is not None:
+                self._upgrade_body = None
+                self._resumed_body = upgrade_body
+                self._parser.feed_data(body_framing(head))
             rest = data[offset:]
             if rest:
                 self.data_received(rest)
@@ -426,6 +526,37 @@ class ClientConnection:
         self.transport = self.flow.transport = self.response.transport = None
         raw = rebuild_head(head) + data[offset:]
         takeover(transport, raw, head)
+
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Give the socket up to a tunnel, with the bytes the client sent after its upgrade
+        request; None when the client has gone. The connection serves nothing more."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._tunnel_held:
+            return None
+        self.state.connections.discard(self)
+        self.transport = self.flow.transport = self.response.transport = None
+        rest, self._unparsed = self._unparsed or b"", None
+        return transport, rest
+
+    # -- flow control ----------------------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Parse what was held back, then read again, unless a bound still holds."""
+        if self.flow.write_paused or self._tunnel_held or len(self._pending) >= MAX_PIPELINED:
+            return
+        held = self._unparsed
+        if held is not None:
+            self._unparsed = None
+            self._parse(held)
+            if self._unparsed is not None:
+                return
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     # -- what the sidecar's own endpoints write with (the pipeline uses `response`) --------
     def send_response(self, head: RequestHead, status: int, headers: Headers, body: bytes) -> None:
@@ -453,12 +584,12 @@ class ClientConnection:
         if self._head_started is not None:
             if now - self._head_started > limits.header_timeout:
                 self._fail(RequestTimeout("request headers not received in time"))
-        elif (
-            not self.busy
-            and not self._pending
-            and now - self._last_activity > limits.keepalive_timeout
-        ):
-            self.close()
+        elif not self.busy and not self._pending:
+            # A connection that never sent a byte has `header_timeout` to start (nginx's
+            # client_header_timeout): idle sockets cannot pile up at keep-alive's pace.
+            idle = limits.keepalive_timeout if self._begun else limits.header_timeout
+            if now - self._last_activity > idle:
+                self.close()
 
 
 def rebuild_head(head: RequestHead) -> bytes:

@@ -7,6 +7,10 @@ one turn each. Measured here with 256 connections opened at once against a busy 
 the last of them was accepted 0.6-1.2 s after it connected, and those first requests made
 the whole run's p99. So the sidecar polls its listening sockets itself and, like nginx's
 `multi_accept` or CPython's asyncio, accepts up to `ACCEPT_BATCH` connections per wake-up.
+
+With `ssl_context` set the connections are served over TLS; the context may be swapped at
+any time (a rotated certificate) and applies to connections accepted from then on. A
+client that does not finish its handshake within `handshake_timeout` is cut.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 log = logging.getLogger("proxy.server")
@@ -35,6 +40,9 @@ _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 class Listener:
     """Listening sockets feeding `protocol_factory`; `close()` stops accepting."""
 
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout = 10.0
+
     def __init__(
         self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.BaseProtocol]
     ) -> None:
@@ -42,6 +50,9 @@ class Listener:
         self._factory = protocol_factory
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._out_of_files = False
+        """In a streak of failed accepts (logged once, at its start)."""
+        self._streak_began = 0.0
         for sock in sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -89,21 +100,43 @@ class Listener:
             except OSError as error:
                 if error.errno not in _OUT_OF_FILES:
                     raise
-                # The connections stay queued in the kernel: accept again a little later
-                # rather than spin on a socket that stays readable.
-                log.error("cannot accept connections: %s", error.strerror)
-                self._loop.remove_reader(sock.fileno())
-                self._loop.call_later(RETRY_AFTER_S, self._resume, sock)
+                self._pause_accepting(sock, error)
                 return
             conn.setblocking(False)
-            self._loop.create_task(self._connect(conn))
+            self._loop.create_task(self._connect(conn, sock, self._loop.time()))
 
-    async def _connect(self, conn: socket.socket) -> None:
+    def _pause_accepting(self, sock: socket.socket, error: OSError) -> None:
+        """Out of file descriptors: the connections stay queued in the kernel; accept again
+        a little later rather than spin on a socket that stays readable. Logged once per
+        streak, which ends when a connection accepted after its start is served."""
+        if not self._out_of_files:
+            self._out_of_files = True
+            self._streak_began = self._loop.time()
+            log.error("cannot accept connections: %s", error.strerror)
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock.fileno())
+        self._loop.call_later(RETRY_AFTER_S, self._resume, sock)
+
+    async def _connect(self, conn: socket.socket, sock: socket.socket, accepted: float) -> None:
+        context = self.ssl_context
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn)
-        except OSError:
-            # The client left between accept and here: nothing to serve.
+            if context is None:
+                await self._loop.connect_accepted_socket(self._factory, conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    self._factory, conn, ssl=context, ssl_handshake_timeout=self.handshake_timeout
+                )
+        except OSError as error:
+            # The client left between accept and here, its TLS handshake failed or took too
+            # long (ssl.SSLError and the handshake timeout are OSErrors too), or the loop had
+            # no descriptor left for the transport: nothing to serve.
             conn.close()
+            if error.errno in _OUT_OF_FILES and not self._closed:
+                self._pause_accepting(sock, error)
+            return
+        if self._out_of_files and accepted > self._streak_began:
+            self._out_of_files = False
+            log.info("accepting connections again")
 
     def _resume(self, sock: socket.socket) -> None:
         if not self._closed:

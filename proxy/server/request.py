@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from proxy.core.headers import Headers
-from proxy.errors import BadRequest, BodyTooLarge, ProxyError
+from proxy.errors import BadRequest, BodyTooLarge, ProxyError, RequestTimeout
 
 HIGH_WATER = 256 * 1024
 
@@ -28,6 +28,8 @@ class RequestHead:
     chunked = False
     expect_continue = False
     websocket = False
+    """An upgrade without a body (any protocol, not only WebSocket): the hub takes it over
+    on its paths; one that reaches the pipeline is tunnelled to the upstream."""
     request_id = b""
     # The first value of headers the stages look at, found while parsing so that no stage
     # scans the header list again.
@@ -157,6 +159,24 @@ class RequestBody:
             finally:
                 self._waiter = None
 
+    async def wait_buffered(self, limit: int, idle_timeout: float) -> None:
+        """Wait, consuming nothing, until the body is complete or more than `limit` bytes
+        came; RequestTimeout (408) when no byte arrives for `idle_timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        while not self.done and self._error is None and self.size <= limit:
+            size = self.size
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(idle_timeout, _wake_up, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if self.size == size and not self.done and self._error is None:
+                self.fail(RequestTimeout("request body not received in time"))
+        if self._error is not None:
+            raise self._error
+
     async def read_all(self) -> bytes:
         """The whole body (for the sidecar's own endpoints, which are small)."""
         while await self.next_chunk() is not None:
@@ -171,3 +191,8 @@ class RequestBody:
             await self.next_chunk()
         if self._error is not None:
             raise self._error
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

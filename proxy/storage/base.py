@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from proxy.core.window import Decision, LimitCheck, RuleResult
 
@@ -31,6 +31,7 @@ __all__ = [
     "RuleResult",
     "StoreUnavailable",
     "Usage",
+    "await_decision",
     "resolve_once",
 ]
 
@@ -69,25 +70,24 @@ class Usage:
         return cls(endpoints, sum(endpoints.values()))
 
 
-DecisionDone = Callable[[Decision | Exception], None]
-"""Hears a decision, or the exception that kept the store from deciding."""
+DecisionDone = Callable[[Any, Decision | Exception], None]
+"""Hears (the caller's context, the decision or the exception that kept the store from
+deciding)."""
 
 
 class LimitStore(Protocol):
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        """Check one request against every rule; record it in all of them only if all admit."""
-        ...
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
+        """Check one request against every rule; record it in all of them only if all admit.
 
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-        """`decide` by callback: `done` runs exactly once (maybe before this returns) with
-        the decision or the exception, which is never raised here. The request path's way
-        to a store that answers later: no task, no future per request."""
-        ...
-
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        """`decide` without waiting, when this store can (memory); None: await `decide`.
-
-        None has no side effect: nothing was checked or recorded.
+        The one calling convention, made for the request path: the decision is returned
+        when the store knows it now (memory), and `later` is then never called. Otherwise
+        None is returned and `later(context, result)` runs exactly once, after this
+        returns, with the decision or the exception (never raised here). `context` is the
+        caller's, handed back as it is: with a plain function as `later`, a decision known
+        now costs no allocation (no closure, no bound method, no future).
+        `await_decision()` below awaits a decision where that is simpler.
         """
         ...
 
@@ -107,6 +107,23 @@ class LimitStore(Protocol):
 
 
 T = TypeVar("T")
+
+
+async def await_decision(store: LimitStore, checks: Sequence[LimitCheck]) -> Decision:
+    """Await `store.decide` (for callers off the hot path and tests); raises what it heard."""
+    future: asyncio.Future[Decision | Exception] = asyncio.get_running_loop().create_future()
+    now = store.decide(checks, _resolve, future)
+    if now is not None:
+        return now
+    result = await future
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _resolve(future: asyncio.Future[Decision | Exception], result: Decision | Exception) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 def resolve_once(future: asyncio.Future[T]) -> Callable[[T], None]:

@@ -19,7 +19,6 @@ breaker has closed again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -29,12 +28,12 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.core.window import ADMIT_ALL
 from proxy.storage.base import (
     Decision,
+    DecisionDone,
     LimitCheck,
     LimitStore,
     RuleResult,
     StoreUnavailable,
     Usage,
-    resolve_once,
 )
 from proxy.storage.memory import MemoryStore
 
@@ -120,32 +119,25 @@ class FallbackStore:
         self.fallback_active = False
         self._last_cause: BaseException | None = None
 
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        """Never: even in fallback, the breaker's probe decides whether Redis is asked."""
-        return None
-
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self.decide_then(checks, resolve_once(future))
-        return await future
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: Callable[[Decision], None]) -> None:
-        """Never hands `done` an exception: a failure of the primary means `on_failure`.
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
+        """Known now while the breaker rejects (`on_failure` answers); else the primary's
+        answer, which `later` hears as a decision, never as an exception: a failure of the
+        primary means `on_failure`.
 
         The primary's answer settles the breaker's permit whenever it comes, even if the
         request that asked has gone: the primary bounds its own wait, so every permit is
         settled by an outcome."""
         if not checks:
-            done(ADMIT_ALL)
-            return
+            return ADMIT_ALL
         permit = self._breaker.allow()
         if not permit.allowed:
-            done(self._degraded(checks))
-            return
+            return self._degraded(checks)
         start = self._clock.monotonic()
-        self._primary.decide_then(
-            checks, lambda result: done(self._answered(checks, permit, start, result))
-        )
+        asked = _Asked(self, checks, permit, start, later, context)
+        now = self._primary.decide(checks, _primary_answered, asked)
+        return None if now is None else self._answered(checks, permit, start, now)
 
     def _answered(
         self,
@@ -195,7 +187,7 @@ class FallbackStore:
             self._set_active(True)
         mode = self._on_failure
         if mode == "memory":
-            return self._memory.decide_now(checks)
+            return self._memory.decide(checks, _never_later, None)
         if mode == "allow":
             return admit_all(checks)
         return refuse_all(checks)
@@ -204,3 +196,34 @@ class FallbackStore:
         self.fallback_active = active
         if self._on_change is not None:
             self._on_change(active)
+
+
+class _Asked:
+    """A decision the primary answers later, and who waits for it."""
+
+    __slots__ = ("checks", "context", "later", "permit", "start", "store")
+
+    def __init__(
+        self,
+        store: FallbackStore,
+        checks: Sequence[LimitCheck],
+        permit: Permit,
+        start: float,
+        later: DecisionDone,
+        context: Any,
+    ) -> None:
+        self.store = store
+        self.checks = checks
+        self.permit = permit
+        self.start = start
+        self.later = later
+        self.context = context
+
+
+def _primary_answered(asked: _Asked, result: Decision | Exception) -> None:
+    decision = asked.store._answered(asked.checks, asked.permit, asked.start, result)
+    asked.later(asked.context, decision)
+
+
+def _never_later(context: Any, result: Decision | Exception) -> None:
+    """The memory store decides at once and never calls its continuation."""

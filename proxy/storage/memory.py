@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.core.window import ADMIT_ALL, SlidingLog, decide
@@ -213,13 +213,8 @@ class MemoryStore:
         """(rule, key) windows held now, for tests and the memory bound."""
         return len(self._logs)
 
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
-        return self.decide_now(checks)
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-        done(self.decide_now(checks))
-
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision:
+    def decide(self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any) -> Decision:
+        """Always known now: `later` is never called."""
         if not checks:
             return ADMIT_ALL
         now = self._clock.monotonic()

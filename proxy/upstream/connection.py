@@ -12,6 +12,7 @@ whether a retry follows.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -36,6 +37,30 @@ class ConnectFailure(UpstreamFailure):
     kind = "connect-failure"
 
 
+class TlsFailure(ConnectFailure):
+    """The TLS handshake failed or a certificate was refused: the request never reached the
+    upstream's application. Its text says why (expired, wrong name, unknown CA ...)."""
+
+    kind = "connect-failure"
+
+
+_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
+"""OpenSSL's verify codes for a chain that ends at no trusted CA (issuer unknown, self-signed
+certificate or chain, leaf alone without its issuer)."""
+
+
+def tls_failure(error: ssl.SSLError) -> TlsFailure:
+    """The failure for an `ssl` error, in words an operator acts on."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or "certificate verify failed"
+        if error.verify_code in _UNKNOWN_CA_CODES:
+            reason = f"unknown CA ({reason})"
+    else:
+        reason = str(error.reason or error.strerror or "handshake failed").lower()
+        reason = reason.replace("_", " ")
+    return TlsFailure(f"TLS failed: {reason}")
+
+
 class ResetBeforeResponse(UpstreamFailure):
     """The connection broke after the request was (maybe) sent, before a response head."""
 
@@ -44,6 +69,12 @@ class ResetBeforeResponse(UpstreamFailure):
 
 class AttemptTimeout(UpstreamFailure):
     """No response head within the upstream's `timeout`."""
+
+    kind = "timeout"
+
+
+class BodyTimeout(UpstreamFailure):
+    """The response head was relayed, then no body byte came within `body_timeout`."""
 
     kind = "timeout"
 
@@ -118,36 +149,80 @@ class HeadTimeouts:
             self.timer = asyncio.get_running_loop().call_later(self.TICK_S, self._scan)
 
 
+class BodyTimeouts:
+    """A pool's `body_timeout`, and who hears of a body cut for its silence (`on_cut`, given
+    the upstream's name: the attempt counter)."""
+
+    __slots__ = ("on_cut", "seconds", "upstream")
+
+    def __init__(
+        self,
+        seconds: float = 30.0,
+        upstream: str = "",
+        on_cut: Callable[[str], None] | None = None,
+    ) -> None:
+        self.seconds = seconds
+        self.upstream = upstream
+        self.on_cut = on_cut
+
+    def cut(self) -> None:
+        if self.on_cut is not None:
+            self.on_cut(self.upstream)
+
+
 class UpstreamConnection:
     """One keep-alive connection to an upstream: an asyncio protocol (duck-typed, as
-    `ClientConnection` is)."""
+    `ClientConnection` is).
+
+    A body being piped is watched for silence without a timer per chunk: a chunk only
+    stamps `_last_byte`; one timer per response, armed only when a body outlives the read
+    that brought its head, compares that stamp when it fires and re-arms itself for the
+    time left. While the sidecar itself holds reading back (a slow client), the body is
+    not silent, only waiting.
+    """
 
     __slots__ = (
+        "_bodies",
+        "_body_timer",
         "_buffered",
+        "_feeding",
         "_head",
         "_head_raw",
         "_head_start",
         "_in_body",
+        "_last_byte",
         "_listener",
         "_no_body",
         "_on_end",
         "_on_lost",
         "_parser",
+        "_reading_paused",
         "_reset_parser",
         "_sink",
         "_timeouts",
         "_write_waiter",
         "complete",
         "failure",
+        "fresh",
         "lost",
         "transport",
+        "upgrade",
+        "upgraded",
     )
 
     def __init__(
-        self, on_lost: Callable[[UpstreamConnection], None], timeouts: HeadTimeouts
+        self,
+        on_lost: Callable[[UpstreamConnection], None],
+        timeouts: HeadTimeouts,
+        bodies: BodyTimeouts | None = None,
     ) -> None:
         self._on_lost = on_lost
         self._timeouts = timeouts
+        self._bodies = bodies if bodies is not None else BodyTimeouts()
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_byte = 0.0
+        self._feeding = False
+        self._reading_paused = False
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self._listener: ResponseListener | None = None
@@ -164,6 +239,14 @@ class UpstreamConnection:
         self.failure: UpstreamFailure | None = None
         self.complete = False
         self.lost = False
+        self.fresh = True
+        """No response has come on this connection yet."""
+        self.upgrade = False
+        """The exchange asks for an `Upgrade`: a 101 is its answer, not an interim one. Set
+        around an upgrade's exchange only (`Attempt.send`), so a plain one never pays."""
+        self.upgraded: bytes | None = None
+        """After a 101 to an upgrade: the bytes that followed its head (the new protocol's);
+        reading stops there, for the tunnel to take the transport over."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -173,7 +256,12 @@ class UpstreamConnection:
         self.lost = True
         self._timeouts.unwatch(self)
         if self._listener is not None:
-            self._head_failed(ResetBeforeResponse("upstream closed the connection"))
+            if isinstance(exc, ssl.SSLError) and self.fresh:
+                # Refused in the TLS layer before any answer: with TLS 1.3 a server that
+                # rejects the client's certificate says so only after the handshake.
+                self._head_failed(tls_failure(exc))
+            else:
+                self._head_failed(ResetBeforeResponse("upstream closed the connection"))
         elif not self.complete:
             try:
                 # A close-delimited body ends with the connection.
@@ -196,14 +284,34 @@ class UpstreamConnection:
                 if end < 0 or end - self._head_start > MAX_RESPONSE_HEAD:
                     self._refuse(BrokenResponse("upstream sent a response head too large"))
                     return
+        else:
+            self._last_byte = time.monotonic()
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
+            self._feeding = False
             self._refuse(BrokenResponse(f"bad response from upstream: {error}"))
             return
+        except httptools.HttpParserUpgrade as switched:
+            self._feeding = False
+            self._switched(data[switched.args[0] :])
+            return
+        self._feeding = False
         if self._reset_parser:
             self._reset_parser = False
             self._parser = httptools.HttpResponseParser(self)
+        if self._in_body and self._on_end is not None and self._body_timer is None:
+            self._watch_body()
+
+    def _switched(self, rest: bytes) -> None:
+        """The upstream switched protocols: keep what followed, read nothing more."""
+        if self.upgraded is None:
+            self._refuse(BrokenResponse("upstream switched protocols unasked"))
+            return
+        self.upgraded = rest
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _refuse(self, failure: UpstreamFailure) -> None:
         """A response the sidecar will not pass on: fail the exchange, cut the connection."""
@@ -232,9 +340,12 @@ class UpstreamConnection:
         raw = self._head_raw
         start, end = head_end(raw, self._head_start)
         if status < 200:
+            if status == 101 and self.upgrade:
+                return self._switching(head, raw[start:end])
             self._head_start = end + 2
             return  # 1xx: informational, the real answer follows
         head.read_headers(raw[start:end])
+        self.fresh = False
         self._head_raw = b""
         self._head_start = 0
         self._timeouts.unwatch(self)
@@ -246,6 +357,17 @@ class UpstreamConnection:
             self.complete = True
         else:
             self._in_body = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.response_head(head)
+
+    def _switching(self, head: ResponseHead, raw: bytes) -> None:
+        """A 101 to an upgrade: the final answer of this exchange, the connection's last."""
+        head.read_upgrade_headers(raw)
+        self.fresh = False
+        self.complete = True
+        self.upgraded = b""
+        self._timeouts.unwatch(self)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.response_head(head)
@@ -276,11 +398,37 @@ class UpstreamConnection:
         self._end(failure)
 
     def _end(self, failure: UpstreamFailure | None) -> None:
+        if self._body_timer is not None:
+            self._stop_watching_body()
         on_end = self._on_end
         if on_end is not None:
             self._on_end = None
             self._sink = None
             on_end(failure)
+
+    # -- body silence -------------------------------------------------------------------------
+    def _watch_body(self) -> None:
+        self._last_byte = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._body_timer = loop.call_later(self._bodies.seconds, self._check_body)
+
+    def _stop_watching_body(self) -> None:
+        timer, self._body_timer = self._body_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        if self._on_end is None:
+            return
+        seconds = self._bodies.seconds
+        left = seconds if self._reading_paused else self._last_byte + seconds - time.monotonic()
+        if left > 0:
+            self._body_timer = asyncio.get_running_loop().call_later(left, self._check_body)
+            return
+        self._fail_body(BodyTimeout("upstream sent no body byte within body_timeout"))
+        self.abort()
+        self._bodies.cut()
 
     # -- exchange API ------------------------------------------------------------------------
     def begin(self, no_body: bool, deadline: float, listener: ResponseListener) -> None:
@@ -324,19 +472,27 @@ class UpstreamConnection:
             self._end(None)
         elif self.failure is not None:
             self._end(self.failure)
+        elif not self._feeding and self._body_timer is None:
+            # Outside a read (the body's rest is awaited): watch it now, as no read may come.
+            self._watch_body()
 
     def abandon(self) -> None:
         """Nobody waits for this answer any more: forget the listeners, cut the connection."""
         self._listener = None
         self._on_end = None
         self._sink = None
+        self._stop_watching_body()
         self.abort()
 
     def pause_reading(self) -> None:
+        self._reading_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._last_byte = time.monotonic()
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
 

@@ -24,6 +24,7 @@ RETRY_AFTER: Final = b"retry-after"
 # Never passed back to the client: hop-by-hop, framing (re-made by the server), and the
 # request id (the client gets the one the upstream received).
 DROP_ON_RESPONSE: Final = HOP_BY_HOP | {CONTENT_LENGTH, b"x-request-id"}
+_NOT_IN_UPGRADE: Final = frozenset({CONTENT_LENGTH, TRANSFER_ENCODING, b"x-request-id"})
 _LOOKED_AT: Final = DROP_ON_RESPONSE | {RETRY_AFTER}
 _MAX_NAME: Final = max(len(name) for name in _LOOKED_AT)
 _BY_LENGTH: Final = tuple(
@@ -81,6 +82,16 @@ class ResponseHead:
             pos = after
         if keep_from < pos:
             self.lines.append(head[keep_from:pos])
+
+    def read_upgrade_headers(self, head: bytes) -> None:
+        """Take the header lines of a 101 head (as `read_headers`): `Upgrade` and
+        `Connection` are kept, being the answer itself; framing and the request id are not."""
+        kept = [
+            line + b"\r\n"
+            for line in head.split(b"\r\n")[1:-1]
+            if line.split(b":", 1)[0].strip().lower() not in _NOT_IN_UPGRADE
+        ]
+        self.lines.append(b"".join(kept))
 
     def _note_dropped(self, name: bytes, line: bytes) -> None:
         """A header the client never gets as it is: framing, hop-by-hop."""

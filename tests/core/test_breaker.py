@@ -603,3 +603,60 @@ def test_invariants_hold_under_any_sequence(
             assert stats["half_open_in_flight"] == 0
         if stats["state"] == "open":
             assert 0 <= stats["retry_after_s"] <= 10.0
+
+
+# -- health probe (CONTRACT 14) ---------------------------------------------------------------
+
+
+def test_a_successful_health_probe_moves_open_to_half_open_before_the_timeout():
+    h = Harness()
+    h.trip()
+    h.clock.advance(2.0)
+    ticket = h.breaker.probe_ticket()
+    assert ticket is not None
+    h.breaker.probe_succeeded(ticket)
+    assert h.breaker.state is HALF_OPEN
+    assert h.moves()[-1] == ("open", "half_open", "health_probe")
+    assert h.breaker.probe_ticket() is None  # nothing left to probe
+    h.succeed(2)  # real calls close it, as after the timeout
+    assert h.breaker.state is CLOSED
+
+
+def test_a_failed_probe_leaves_the_open_timer_alone():
+    h = Harness()
+    h.trip()
+    h.clock.advance(4.0)
+    assert h.breaker.probe_ticket() is not None  # asked, and never answered with a success
+    assert h.breaker.state is OPEN
+    assert h.breaker.retry_after_s == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("move", ["force_open", "force_close", "reset", "half_open_and_back"])
+def test_a_probe_that_outlived_its_open_state_changes_nothing(move):
+    h = Harness()
+    h.trip()
+    ticket = h.breaker.probe_ticket()
+    assert ticket is not None
+    if move == "half_open_and_back":
+        h.clock.advance(10.0)
+        h.fail()  # the half_open probe call fails: open again, a new epoch
+        assert h.breaker.state is OPEN
+    else:
+        getattr(h.breaker, move)()
+    before = h.breaker.state
+    h.breaker.probe_succeeded(ticket)
+    assert h.breaker.state is before
+
+
+@pytest.mark.parametrize("state", ["closed", "half_open", "forced_open", "forced_closed"])
+def test_only_an_open_breaker_is_probed(state):
+    h = Harness()
+    if state == "half_open":
+        h.trip()
+        h.clock.advance(10.0)
+    elif state == "forced_open":
+        h.breaker.force_open()
+    elif state == "forced_closed":
+        h.breaker.force_close()
+    assert h.breaker.state.value == state
+    assert h.breaker.probe_ticket() is None

@@ -435,3 +435,39 @@ def test_the_cache_is_bounded(decode_calls: list[int]) -> None:
 def test_token_expiry_is_none_without_exp() -> None:
     assert identity_token_expiry(ANONYMOUS, 30.0) is None
     assert identity_token_expiry(Identity("u", "r", 100.0, True), 30.0) == 130.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"sub": "1\r\nX-Injected: yes"}, "invalid user claim"),
+        ({"sub": "1\n"}, "invalid user claim"),
+        ({"sub": "a\x00b"}, "invalid user claim"),
+        ({"sub": "tab\there"}, "invalid user claim"),
+        ({"sub": "del\x7f"}, "invalid user claim"),
+        ({"sub": "u" * 257}, "invalid user claim"),
+        ({"sub": "ñ" * 129}, "invalid user claim"),  # 258 bytes in UTF-8
+        ({"sub": 10**300}, "invalid user claim"),
+        ({"role": "admin\r\nX-Injected: yes"}, "invalid role claim"),
+        ({"role": "r" * 257}, "invalid role claim"),
+        ({"sub": "u" * 256, "role": "ñ" * 128}, "accepted"),
+        ({"sub": "José Núñez"}, "accepted"),
+    ],
+)
+def test_identity_values_must_be_valid_header_values(
+    changes: dict[str, Any], expected: str
+) -> None:
+    token = jwt.encode(claims(**changes), SECRET, algorithm="HS256")
+    assert outcome(verifier(), token) == expected
+
+
+@given(st.text(max_size=300))
+def test_an_accepted_user_id_is_always_a_safe_header_value(sub: str) -> None:
+    token = hs256(claims(sub=sub))
+    try:
+        identity = verifier().verify(f"Bearer {token}")
+    except InvalidToken:
+        return
+    raw = identity.user_id.encode("utf-8")
+    assert len(raw) <= 256
+    assert not any(byte < 0x20 or byte == 0x7F for byte in raw)

@@ -84,6 +84,10 @@ def listen_port() -> int:
     return int(compose_policy()["server"]["listen"].rsplit(":", 1)[1])
 
 
+def admin_port() -> int:
+    return int(compose_policy()["admin"]["listen"].rsplit(":", 1)[1])
+
+
 def test_the_vendored_schema_is_the_published_one() -> None:
     assert hashlib.sha256(SCHEMA_SOURCE.read_bytes()).hexdigest() == SCHEMA_SHA256
 
@@ -139,12 +143,14 @@ def test_the_sidecars_run_the_valid_compose_policy_on_redis() -> None:
     for name in SIDECARS:
         sidecar = found[name]
         assert flag(sidecar["command"], "--config") == "/app/policies.yaml"
-        assert f"127.0.0.1:{listen_port()}/readyz" in " ".join(sidecar["healthcheck"]["test"])
-        (published,) = sidecar["ports"]
-        host_port, container_port = published.rsplit(":", 2)[-2:]
-        assert int(container_port) == listen_port()
-        host_ports.add(host_port)
-    assert len(host_ports) == len(SIDECARS)
+        assert f"127.0.0.1:{admin_port()}/readyz" in " ".join(sidecar["healthcheck"]["test"])
+        published = [p.rsplit(":", 2)[-2:] for p in sidecar["ports"]]
+        assert sorted(int(container) for _, container in published) == sorted(
+            [listen_port(), admin_port()]
+        )
+        host_ports.update(host for host, _ in published)
+    assert len(host_ports) == 2 * len(SIDECARS)
+    assert policy["admin"]["listen"].startswith("0.0.0.0:")  # Prometheus comes over the network
 
 
 def test_the_app_runs_as_documented_and_publishes_to_a_sidecar() -> None:
@@ -172,7 +178,7 @@ def test_prometheus_scrapes_the_sidecars_and_loads_its_mounted_rules() -> None:
     targets = [
         t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
     ]
-    assert sorted(targets) == sorted(f"{name}:{listen_port()}" for name in SIDECARS)
+    assert sorted(targets) == sorted(f"{name}:{admin_port()}" for name in SIDECARS)
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:

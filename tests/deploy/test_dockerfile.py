@@ -190,3 +190,44 @@ def test_the_healthcheck_tells_a_live_sidecar_from_a_dead_port(
     assert live.returncode == 0, live.stderr
     dead = image_venv.run(healthcheck, HEALTH_PORT=str(free_port()))
     assert dead.returncode != 0
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, in order (a stage starts at its FROM)."""
+    found: list[list[tuple[str, str]]] = []
+    for word, arguments in instructions():
+        if word == "FROM":
+            found.append([])
+        found[-1].append((word, arguments))
+    return found
+
+
+def test_a_build_stage_compiles_the_request_path_and_refuses_a_stale_build() -> None:
+    build, _runtime = stages()
+    assert re.fullmatch(r"python:3\.11-slim AS build", build[0][1], re.IGNORECASE)
+    runs = " ".join(" && ".join(arguments for word, arguments in build if word == "RUN").split())
+    assert re.search(r"apt-get install [^&]*\bgcc\b", runs), "no C compiler in the build stage"
+    assert re.search(r"python scripts/build_native\.py &&", runs)
+    assert "python scripts/build_native.py --check" in runs  # a failed build fails the image
+    assert "scripts/build_native.py" in copied_sources()
+    # The compiled modules land next to the installed ones, and are the ones imported.
+    assert "__mypyc" in runs and "find proxy -name '*.so'" in runs
+    assert "python -I -c" in runs and "c.__file__.endswith('.so')" in runs
+
+
+def test_the_runtime_stage_carries_the_compiled_venv_and_no_compiler() -> None:
+    build, runtime = stages()
+    assert runtime[0][1] == build[0][1].split()[0]  # the same Python as the build stage
+    copies = [arguments for word, arguments in runtime if word == "COPY"]
+    assert "--from=build /opt/venv /opt/venv" in copies
+    runtime_runs = " ".join(arguments for word, arguments in runtime if word == "RUN")
+    assert "gcc" not in runtime_runs and "pip install" not in runtime_runs
+    env = " ".join(arguments for word, arguments in runtime if word == "ENV")
+    assert "PATH=/opt/venv/bin:$PATH" in env
+
+
+def test_every_module_build_native_compiles_is_in_the_build_context() -> None:
+    from scripts.build_native import MODULES
+
+    sent = set(context_files())
+    assert set(MODULES) <= sent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -40,18 +41,21 @@ class LaterStore:
         self.waiting: list[Callable[[Decision | Exception], None]] = []
         self.checks: Sequence[LimitCheck] = ()
 
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        return None
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: Callable[..., None]) -> None:
+    def decide(
+        self,
+        checks: Sequence[LimitCheck],
+        later: Callable[[Any, Decision | Exception], None],
+        context: Any,
+    ) -> Decision | None:
         self.checks = checks
-        self.waiting.append(done)
+        self.waiting.append(lambda result: later(context, result))
+        return None
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         self.memory.record_usage(user_id, path, window_s)
 
     def decide_here(self) -> Decision:
-        decision = self.memory.decide_now(self.checks)
+        decision = self.memory.decide(self.checks, lambda _context, _result: None, None)
         assert decision is not None
         return decision
 
@@ -73,7 +77,7 @@ async def test_a_request_is_forwarded_and_answered_by_callbacks() -> None:
     _, upstream = h.idle_upstream()
     h.send(GET)
     sent = upstream.take()
-    assert sent.startswith(b"GET /api/items HTTP/1.1\r\n")
+    assert sent.startswith(b"GET /api/items HTTP/1.1\r\nhost: t\r\n")
     assert b"x-forwarded-for: 127.0.0.1\r\n" in sent
     assert h.in_flight == 1
     h.answer(OK)
@@ -106,7 +110,7 @@ async def test_over_max_in_flight_is_refused_503() -> None:
 async def test_an_invalid_token_is_refused_401_before_the_limits() -> None:
     h = Harness(policy_doc(**LIMITED))
     store = with_later_store(h)
-    h.send(b"GET /api/items HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n")
+    h.send(b"GET /api/items HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer nope\r\n\r\n")
     assert h.written().startswith(b"HTTP/1.1 401 ")
     assert store.waiting == [] and h.in_flight == 0
 
@@ -154,7 +158,7 @@ async def test_a_client_gone_before_the_decision_gets_nothing() -> None:
 
 async def test_an_own_endpoint_is_answered_on_the_callback_path() -> None:
     h = Harness(policy_doc())
-    h.send(b"GET /healthz HTTP/1.1\r\n\r\n")
+    h.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     await settle()
     assert h.written().startswith(b"HTTP/1.1 200 OK\r\n")
     assert h.in_flight == 0 and not h.client.busy
@@ -163,10 +167,12 @@ async def test_an_own_endpoint_is_answered_on_the_callback_path() -> None:
 async def test_a_request_with_a_body_takes_the_task_path() -> None:
     h = Harness(policy_doc())
     _, upstream = h.idle_upstream()
-    h.send(b"POST /api/items HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+    h.send(b"POST /api/items HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
     await settle()
     sent = upstream.take()
-    assert sent.startswith(b"POST /api/items HTTP/1.1\r\n") and sent.endswith(b"\r\n\r\nhello")
+    assert sent.startswith(b"POST /api/items HTTP/1.1\r\nhost: t\r\n") and sent.endswith(
+        b"\r\n\r\nhello"
+    )
     assert h.in_flight == 1
     h.answer(OK)
     await settle()
@@ -177,7 +183,7 @@ async def test_a_request_with_a_body_takes_the_task_path() -> None:
 async def test_a_client_gone_on_the_task_path_frees_the_slot() -> None:
     h = Harness(policy_doc())
     h.idle_upstream()
-    h.send(b"POST /api/items HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+    h.send(b"POST /api/items HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
     await settle()
     assert h.in_flight == 1
     h.client.connection_lost(None)

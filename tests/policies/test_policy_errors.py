@@ -85,7 +85,7 @@ def test_positions_are_exact_in_a_small_document(tmp_path: Path) -> None:
         "(memory windows are per process)",
         f"{path}:4:3: server.lisen: unknown key 'lisen'; did you mean 'listen'?",
         f"{path}:5:38: storage.timeout: a duration needs a unit: write '50s' or '50ms'",
-        f"{path}:8:10: upstreams.app.url: 'ftp://x' is not an http:// URL "
+        f"{path}:8:10: upstreams.app.url: 'ftp://x' is not an http:// or https:// URL "
         "(e.g. http://127.0.0.1:8081)",
         f"{path}:9:28: upstreams.app.retry.max_attempts: must be at least 1",
         f"{path}:9:42: upstreams.app.retry.max_delay: must be at least retry.base_delay",
@@ -111,7 +111,7 @@ def test_no_echo_of_a_consequence() -> None:
 def test_passwords_in_echoed_values_are_masked() -> None:
     [line] = problems("upstreams: { app: { url: 'redis://:hunter2@h:1' } }\n")
     assert "hunter2" not in line
-    assert "'redis://:***@h:1' is not an http:// URL" in line
+    assert "'redis://:***@h:1' is not an http:// or https:// URL" in line
 
 
 def test_sink_formats_and_the_pagerduty_routing_key_variable() -> None:

@@ -199,17 +199,51 @@ def test_ipv6_listen_and_host_names() -> None:
 
 def test_jwt_key_sources() -> None:
     assert errors("auth: { jwt: { algorithms: [RS256] } }\n") == [
-        "p.yaml:1:28: auth.jwt.algorithms: RS256 needs auth.jwt.public_key_file "
-        "or auth.jwt.jwks_file"
+        "p.yaml:1:28: auth.jwt.algorithms: RS256 needs auth.jwt.public_key_file, "
+        "auth.jwt.jwks_file or auth.jwt.jwks_url"
     ]
     policy = load("auth: { jwt: { algorithms: [ES256], jwks_file: keys.json } }\n")
-    assert policy.auth.jwt.algorithms == ("ES256",)
+    assert policy.auth.jwt is not None and policy.auth.jwt.algorithms == ("ES256",)
+    assert errors(
+        "auth: { jwt: { algorithms: [RS256], jwks_file: k.json, jwks_url: 'http://i/k' } }\n"
+    ) == ["p.yaml:1:66: auth.jwt.jwks_url: set only one of jwks_file and jwks_url"]
     assert errors("auth: { jwt: { algorithms: [HS256], secret_env: '' } }\n") == [
         "p.yaml:1:49: auth.jwt.secret_env: '' is not an environment variable name"
     ]
     assert errors("auth: { jwt: { algorithms: [] } }\n") == [
         "p.yaml:1:28: auth.jwt.algorithms: at least one algorithm is needed"
     ]
+
+
+def test_identity_is_optional() -> None:
+    assert load("version: 1\n").auth.jwt is None
+    assert load("auth: {}\n").auth.jwt is None
+    assert load("auth: { jwt: {} }\n").auth.jwt is not None
+
+
+def test_admin_listener_and_hub_paths() -> None:
+    policy = load("admin: { listen: '127.0.0.1:9901', token_env: ADMIN_TOKEN }\n")
+    assert (policy.admin.host, policy.admin.port) == ("127.0.0.1", 9901)
+    assert errors("admin: { listen: '0.0.0.0:8000' }\n") == [
+        "p.yaml:1:18: admin.listen: port 8000 is server.listen's; "
+        "the own endpoints need a port of their own"
+    ]
+    assert errors("admin: { listen: '127.0.0.1:99999' }\n") == [
+        "p.yaml:1:18: admin.listen: port 99999 is out of range (1-65535)"
+    ]
+    assert errors("admin: { token_env: 'not a name' }\n") == [
+        "p.yaml:1:21: admin.token_env: 'not a name' is not an environment variable name"
+    ]
+    assert errors("alerts: { ingest_path: /metrics }\n") == [
+        "p.yaml:1:24: alerts.ingest_path: '/metrics' is already admin.metrics_path's path"
+    ]
+    assert errors("websocket: { paths: { alerts: /api/v1/resilience/x } }\n") == [
+        "p.yaml:1:31: websocket.paths.alerts: '/api/v1/resilience/x' is already an own "
+        "endpoint's path"
+    ]
+    # On its own port the admin API frees the data plane's paths.
+    load("admin: { listen: '127.0.0.1:9901' }\nalerts: { ingest_path: /metrics }\n")
+    load("websocket: { enabled: false, paths: { alerts: /metrics } }\n")
 
 
 def test_upstream_name_is_its_key() -> None:
@@ -232,6 +266,7 @@ rate_limits:
     )
     assert errors(text) == [
         "p.yaml:5:5: routes[1].name: duplicate route name '/' (also routes[0])",
+        "p.yaml:5:13: routes[1].path: never matches: routes[0] (/) comes first",
         "p.yaml:9:15: rate_limits.endpoints[1].name: duplicate rule name 'login' "
         "(also rate_limits.endpoints[0])",
     ]

@@ -39,7 +39,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
 
 async def test_a_head_over_max_header_bytes_is_431_and_closes() -> None:
     h = Harness(policy_doc(server={"max_header_bytes": 1024}))
-    h.send(b"GET /a HTTP/1.1\r\nX-Big: " + b"x" * 2000 + b"\r\n\r\n")
+    h.send(b"GET /a HTTP/1.1\r\nHost: t\r\nX-Big: " + b"x" * 2000 + b"\r\n\r\n")
     assert h.written().startswith(b"HTTP/1.1 431 ")
     assert h.client_transport.closed
 
@@ -56,6 +56,10 @@ async def test_headers_not_received_in_time_are_408() -> None:
 
 async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout() -> None:
     h = Harness(policy_doc(server={"keepalive_timeout": "5s"}))
+    h.idle_upstream()
+    h.send(GET)
+    h.answer(ok(b"x"))
+    assert h.written().startswith(b"HTTP/1.1 200 ")
     h.client.sweep(time.monotonic() + 4)
     assert not h.client_transport.closed
     h.client.sweep(time.monotonic() + 6)
@@ -64,7 +68,9 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout() -> No
 
 async def test_a_smuggling_shape_is_400() -> None:
     h = Harness(policy_doc())
-    h.send(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    h.send(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
     assert h.written().startswith(b"HTTP/1.1 400 ")
     assert h.client_transport.closed
 

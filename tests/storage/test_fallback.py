@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -18,6 +18,7 @@ from proxy.storage.base import (
     LimitStore,
     StoreUnavailable,
     Usage,
+    await_decision,
 )
 from proxy.storage.fallback import FallbackStore
 from proxy.storage.memory import MemoryStore
@@ -76,18 +77,15 @@ class BrokenStore:
         self.broken = True
         self.calls = 0
 
-    async def decide(self, checks: Sequence[LimitCheck]) -> Decision:
+    def decide(
+        self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any
+    ) -> Decision | None:
+        """Broken: fails later, as Redis does; working: answers now, as memory does."""
         self.calls += 1
         if self.broken:
-            raise self.error
-        return await self.memory.decide(checks)
-
-    def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-        self.calls += 1
-        done(self.error if self.broken else self.memory.decide_now(checks))
-
-    def decide_now(self, checks: Sequence[LimitCheck]) -> Decision | None:
-        return None
+            asyncio.get_running_loop().call_soon(later, context, self.error)
+            return None
+        return self.memory.decide(checks, later, context)
 
     def record_usage(self, user_id: str, path: str, window_s: float) -> None:
         self.memory.record_usage(user_id, path, window_s)
@@ -102,6 +100,11 @@ class BrokenStore:
 
     async def close(self) -> None:
         await self.memory.close()
+
+
+def hear(heard: list[Decision | Exception], result: Decision | Exception) -> None:
+    """A continuation that keeps what it hears in its context, a list."""
+    heard.append(result)
 
 
 def check(limit: int = 4, key: str = "u1", shadow: bool = False) -> LimitCheck:
@@ -132,20 +135,22 @@ async def test_redis_down_falls_back_to_memory_and_comes_back(
     redis_server: RedisServer, redis_store: RedisStore
 ):
     store, breaker, clock, changes = make(redis_store, replicas=2)
-    assert (await store.decide([check()])).results[0].limit == 4
+    assert (await await_decision(store, [check()])).results[0].limit == 4
     assert not store.fallback_active
 
     redis_server.stop()
-    decisions = [await store.decide([check()]) for _ in range(4)]
+    decisions = [await await_decision(store, [check()]) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, False, False]  # 4 // 2 replicas
     assert decisions[0].results[0].limit == 2
     assert store.fallback_active and changes == [True]
     assert breaker.state == "open"
 
     redis_server.start()
-    assert not (await store.decide([check()])).allowed  # breaker still open: memory answers
+    assert not (
+        await await_decision(store, [check()])
+    ).allowed  # breaker still open: memory answers
     clock.advance(RECOVERY_S)
-    back = await store.decide([check()])
+    back = await await_decision(store, [check()])
     assert back.allowed and back.results[0].limit == 4
     assert not store.fallback_active and changes == [True, False]
     assert breaker.state == "closed"
@@ -156,7 +161,7 @@ async def test_an_open_breaker_never_calls_the_primary():
     primary = BrokenStore(clock, StoreUnavailable("down"))
     store, breaker, _, _ = make(primary)
     for _ in range(10):
-        await store.decide([check()])
+        await await_decision(store, [check()])
     assert primary.calls == breaker.threshold
 
 
@@ -166,19 +171,19 @@ async def test_fallback_stays_active_until_the_probes_close_the_breaker():
     store, breaker, clock, changes = make(primary)
     breaker.probes = 2
     for _ in range(breaker.threshold):
-        await store.decide([check()])
+        await await_decision(store, [check()])
     primary.broken = False
     clock.advance(RECOVERY_S)
-    await store.decide([check()])
+    await await_decision(store, [check()])
     assert breaker.state == "half_open" and store.fallback_active
-    await store.decide([check()])
+    await await_decision(store, [check()])
     assert breaker.state == "closed" and not store.fallback_active
     assert changes == [True, False]
 
 
 async def test_allow_mode_admits_everything_with_the_full_limit_remaining():
     store, _, _, changes = make(BrokenStore(FakeClock(), StoreUnavailable("down")), "allow")
-    decisions = [await store.decide([check(limit=1)]) for _ in range(5)]
+    decisions = [await await_decision(store, [check(limit=1)]) for _ in range(5)]
     assert all(d.allowed for d in decisions)
     assert {d.results[0].remaining for d in decisions} == {1}
     assert changes == [True]
@@ -186,17 +191,19 @@ async def test_allow_mode_admits_everything_with_the_full_limit_remaining():
 
 async def test_deny_mode_refuses_blaming_the_first_enforcing_rule():
     store, *_ = make(BrokenStore(FakeClock(), StoreUnavailable("down")), "deny")
-    decision = await store.decide([check(key="shadowed", shadow=True), check(), check(key="b")])
+    decision = await await_decision(
+        store, [check(key="shadowed", shadow=True), check(), check(key="b")]
+    )
     assert not decision.allowed
     assert (decision.blocking_rule, decision.retry_after_s) == ("role:admin", 1.0)
     assert [r.outcome for r in decision.results] == ["shadow_limited", "limited", "limited"]
-    only_shadow = await store.decide([check(shadow=True)])
+    only_shadow = await await_decision(store, [check(shadow=True)])
     assert only_shadow.allowed
 
 
 async def test_an_unexpected_error_is_a_failure_not_an_exception():
     store, breaker, _, _ = make(BrokenStore(FakeClock(), RuntimeError("bug")))
-    assert (await store.decide([check()])).allowed
+    assert (await await_decision(store, [check()])).allowed
     assert breaker.failures == 1 and store.fallback_active
 
 
@@ -209,12 +216,12 @@ async def test_one_failed_batch_counts_as_one_failure():
     store, breaker, _, _ = make(primary)
     breaker.threshold = 5
     for _ in range(16):
-        await store.decide([check(limit=100)])
+        await await_decision(store, [check(limit=100)])
     assert breaker.failures == 1 and breaker.released == 15
     again = StoreUnavailable("redis: TimeoutError")
     again.__cause__ = TimeoutError("the next batch")
     primary.error = again
-    await store.decide([check(limit=100)])
+    await await_decision(store, [check(limit=100)])
     assert breaker.failures == 2
 
 
@@ -222,12 +229,12 @@ async def test_a_waiter_that_gives_up_leaves_the_permit_to_the_answer():
     class Late(BrokenStore):
         """Answers when told to, as Redis does after the waiter may have gone."""
 
-        def decide_then(self, checks: Sequence[LimitCheck], done: DecisionDone) -> None:
-            self.later = lambda: BrokenStore.decide_then(self, checks, done)
+        def decide(self, checks: Sequence[LimitCheck], later: DecisionDone, context: Any) -> None:
+            self.later = lambda: later(context, self.error)
 
     primary = Late(FakeClock(), StoreUnavailable("down"))
     store, breaker, _, _ = make(primary)
-    task = asyncio.create_task(store.decide([check()]))
+    task = asyncio.create_task(await_decision(store, [check()]))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -237,11 +244,22 @@ async def test_a_waiter_that_gives_up_leaves_the_permit_to_the_answer():
     assert breaker.failures == 1
 
 
-async def test_decide_then_never_hands_on_an_error():
+async def test_a_failure_reaches_the_continuation_as_a_decision():
     store, _, _, _ = make(BrokenStore(FakeClock(), StoreUnavailable("down")))
     heard: list[Decision | Exception] = []
-    store.decide_then([check()], heard.append)
+    assert store.decide([check()], hear, heard) is None
+    await asyncio.sleep(0)
     assert len(heard) == 1 and isinstance(heard[0], Decision) and store.fallback_active
+
+
+async def test_decisions_are_known_now_while_the_breaker_rejects():
+    store, breaker, clock, _ = make(BrokenStore(FakeClock(), StoreUnavailable("down")))
+    breaker.state, breaker.opened_at = "open", clock.monotonic()
+    heard: list[Decision | Exception] = []
+    decision = store.decide([check()], hear, heard)
+    assert decision is not None and decision.allowed and store.fallback_active
+    await asyncio.sleep(0)
+    assert heard == []
 
 
 async def test_usage_follows_the_store_that_answers():
@@ -253,7 +271,7 @@ async def test_usage_follows_the_store_that_answers():
     assert await store.usage("u1") == Usage({"/in-primary": 1}, 1)
 
     primary.broken = True
-    await store.decide([check()])
+    await await_decision(store, [check()])
     store.record_usage("u1", "/in-memory", 60.0)
     assert await store.usage("u1") == Usage({"/in-memory": 1}, 1)
 
@@ -267,6 +285,6 @@ async def test_no_rule_skips_the_breaker_and_ping_asks_the_primary():
     clock = FakeClock()
     primary = BrokenStore(clock, StoreUnavailable("down"))
     store, _, _, _ = make(primary)
-    assert (await store.decide([])).allowed and primary.calls == 0
+    assert (await await_decision(store, [])).allowed and primary.calls == 0
     assert await store.ping()
     await store.close()

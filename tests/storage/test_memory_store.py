@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from proxy.clock import FakeClock
-from proxy.storage.base import MAX_USAGE_PATHS, OTHER_PATHS, USAGE_BUCKETS, LimitCheck, Usage
+from proxy.storage.base import (
+    MAX_USAGE_PATHS,
+    OTHER_PATHS,
+    USAGE_BUCKETS,
+    LimitCheck,
+    Usage,
+    await_decision,
+)
 from proxy.storage.memory import (
     SWEEP_EVERY,
     SWEEP_VISITS,
@@ -20,14 +27,14 @@ def check(key: str = "u1", limit: int = 3, window_s: float = 60.0, rule: str = "
 
 
 async def admitted(store: MemoryStore, checks: list[LimitCheck], n: int) -> int:
-    return sum([(await store.decide(checks)).allowed for _ in range(n)])
+    return sum([(await await_decision(store, checks)).allowed for _ in range(n)])
 
 
 async def test_limit_is_exact_and_frees_as_the_window_slides():
     clock = FakeClock()
     store = MemoryStore(clock)
     assert await admitted(store, [check(limit=3)], 5) == 3
-    refused = await store.decide([check(limit=3)])
+    refused = await await_decision(store, [check(limit=3)])
     assert refused.blocking_rule == "role:admin" and refused.retry_after_s == 60.0
     clock.advance(60.0)
     assert await admitted(store, [check(limit=3)], 5) == 3
@@ -44,7 +51,7 @@ async def test_refusal_by_one_rule_uses_no_quota_in_the_other():
     ip_rule = LimitCheck("login", "10.0.0.1", 1, 60.0)
     user_rule = check(limit=2)
     assert await admitted(store, [user_rule, ip_rule], 3) == 1
-    decision = await store.decide([user_rule])
+    decision = await await_decision(store, [user_rule])
     assert decision.allowed and decision.results[0].remaining == 0
 
 
@@ -52,11 +59,11 @@ async def test_idle_keys_are_swept_by_later_decisions():
     clock = FakeClock()
     store = MemoryStore(clock)
     for i in range(100):
-        await store.decide([check(f"user{i}", window_s=10.0)])
+        await await_decision(store, [check(f"user{i}", window_s=10.0)])
     assert store.key_count == 100
     clock.advance(10.0)
     for _ in range((100 // SWEEP_VISITS + 1) * SWEEP_EVERY):
-        await store.decide([check("busy", window_s=10.0)])
+        await await_decision(store, [check("busy", window_s=10.0)])
     assert store.key_count == 1
 
 
@@ -64,7 +71,7 @@ async def test_a_refused_first_request_leaves_no_key_behind_and_no_quota_is_lost
     store = MemoryStore(FakeClock())
     user_rule, ip_rule = check("u", limit=1), LimitCheck("login", "10.0.0.1", 0, 60.0)
     for _ in range(3):
-        assert not (await store.decide([user_rule, ip_rule])).allowed
+        assert not (await await_decision(store, [user_rule, ip_rule])).allowed
     assert await admitted(store, [user_rule], 3) == 1
 
 
@@ -72,37 +79,39 @@ async def test_each_new_key_sweeps_two_idle_ones():
     clock = FakeClock()
     store = MemoryStore(clock)
     for i in range(100):
-        await store.decide([check(f"old{i}", window_s=10.0)])
+        await await_decision(store, [check(f"old{i}", window_s=10.0)])
     clock.advance(10.0)
     for i in range(50):
-        await store.decide([check(f"new{i}", window_s=10.0)])
+        await await_decision(store, [check(f"new{i}", window_s=10.0)])
     assert store.key_count == 50
 
 
 async def test_live_keys_survive_the_sweep():
     clock = FakeClock()
     store = MemoryStore(clock)
-    await store.decide([check("long", limit=1, window_s=1000.0)])
+    await await_decision(store, [check("long", limit=1, window_s=1000.0)])
     clock.advance(20.0)
     for _ in range(20):
-        await store.decide([check("busy", window_s=10.0)])
+        await await_decision(store, [check("busy", window_s=10.0)])
     assert store.key_count == 2
-    assert not (await store.decide([check("long", limit=1, window_s=1000.0)])).allowed
+    assert not (await await_decision(store, [check("long", limit=1, window_s=1000.0)])).allowed
 
 
 async def test_key_count_is_capped_evicting_the_least_recently_used():
     store = MemoryStore(FakeClock(), max_keys=10)
     for i in range(50):
-        await store.decide([check(f"user{i}", limit=1)])
+        await await_decision(store, [check(f"user{i}", limit=1)])
     assert store.key_count == 10
-    assert not (await store.decide([check("user49", limit=1)])).allowed
-    assert (await store.decide([check("user0", limit=1)])).allowed  # evicted: starts afresh
+    assert not (await await_decision(store, [check("user49", limit=1)])).allowed
+    assert (
+        await await_decision(store, [check("user0", limit=1)])
+    ).allowed  # evicted: starts afresh
 
 
 async def test_scale_divides_every_limit_and_reports_it():
     store = MemoryStore(FakeClock(), scale=3)
     assert await admitted(store, [check("a", limit=10)], 10) == 3
-    decision = await store.decide([check("a", limit=10)])
+    decision = await await_decision(store, [check("a", limit=10)])
     assert decision.results[0].limit == 3
     assert await admitted(store, [check("b", limit=2)], 3) == 1  # never below 1
 
@@ -116,7 +125,7 @@ async def test_a_reloaded_limit_applies_to_existing_windows():
 
 async def test_no_rule_admits_and_ping_is_true():
     store = MemoryStore(FakeClock())
-    decision = await store.decide([])
+    decision = await await_decision(store, [])
     assert decision.allowed and decision.results == ()
     assert await store.ping()
     await store.close()

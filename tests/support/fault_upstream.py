@@ -2,18 +2,21 @@
 
 It records every request it sees (so a test can prove something never reached it) and
 answers according to the path:
-  /echo...            JSON of what arrived (method, target, headers, body size)
+  /echo...            JSON of what arrived (method, target decoded and raw, headers, body size)
   /status/CODE        that status (Retry-After from ?retry_after=)
   /slow?ms=N          answers after N ms
   /bytes?n=N          N bytes, chunked, in 64 KiB pieces
   /flaky?fail=K       the first K calls per X-Test-Key answer 503, then 200
   /nobody/CODE        204/304 answers
   /close              answers with Connection: close
+  /stall?ms=N         the head and a first chunk, then N ms of silence, then the last chunk
+With `ssl_context` it serves HTTPS (and `/echo` also reports the client certificate's CN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -36,10 +39,12 @@ class FaultUpstream:
     seen: list[Seen] = field(default_factory=list)
     calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     runner: web.AppRunner | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def hits(self, prefix: str) -> list[Seen]:
         return [s for s in self.seen if s.target.startswith(prefix)]
@@ -50,7 +55,8 @@ class FaultUpstream:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
+        await site.start()
         return self
 
     async def stop(self) -> None:
@@ -98,14 +104,27 @@ class FaultUpstream:
             return web.json_response({"flaky": "ok", "calls": self.calls[key]})
         if path.startswith("/nobody/"):
             return web.Response(status=int(path.split("/")[2]))
+        if path.startswith("/stall"):
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            await resp.write(b"first ")
+            await asyncio.sleep(int(request.query.get("ms", "1000")) / 1000)
+            await resp.write(b"last")
+            await resp.write_eof()
+            return resp
         if path.startswith("/close"):
             return web.json_response({"closing": True}, headers={"Connection": "close"})
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(pair[0] for pair in peer["subject"]) if peer else {}
         return web.json_response(
             {
                 "method": request.method,
                 "target": request.path_qs,
+                "raw_target": request.raw_path,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
                 "body_size": len(body),
+                "client_cert_cn": subject.get("commonName"),
             },
             headers={"X-Upstream-Hop": "present", "Connection": "X-Upstream-Hop"},
         )

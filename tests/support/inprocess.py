@@ -81,12 +81,14 @@ class FakeTransport(asyncio.Transport):
 
 def policy_doc(upstream: dict[str, object] | None = None, **sections: object) -> dict[str, object]:
     """One upstream `inventory` (on a port nothing listens on: the harness gives it warm
-    connections) behind one route for every path; `upstream` adds to the upstream's
+    connections) behind one route for every path, HS256 tokens signed with $JWT_SECRET;
+    `upstream` adds to the upstream's
     settings, `sections` adds or replaces top-level sections."""
     doc: dict[str, object] = {
         "version": 1,
         "upstreams": {"inventory": {"url": "http://127.0.0.1:9", **(upstream or {})}},
         "routes": [{"name": "inventory", "path_prefix": "/", "upstream": "inventory"}],
+        "auth": {"jwt": {"algorithms": ["HS256"], "secret_env": "JWT_SECRET"}},
     }
     doc.update(sections)
     return doc

@@ -29,6 +29,7 @@ def make_policy(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any
     """The shipped policy on `port`, every upstream at `upstream_url`, generous limits."""
     doc = shipped()
     doc["server"]["listen"] = f"127.0.0.1:{port}"
+    doc["admin"]["listen"] = None  # own endpoints on the test's port (tests add their own)
     for upstream in doc["upstreams"].values():
         upstream["url"] = upstream_url
     doc["rate_limits"]["roles"] = {

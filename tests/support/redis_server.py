@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.processes import free_port
@@ -22,7 +23,9 @@ READY_TIMEOUT_S = 10.0
 class RedisServer:
     """One redis-server process on 127.0.0.1, restartable on the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         executable = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -34,6 +37,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(workdir),
             "--logfile", str(workdir / "redis.log"),
+            *extra_args,
         ]  # fmt: skip
         self._log = workdir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -66,6 +70,16 @@ class RedisServer:
             process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, no goodbye to clients or replicas."""
+        process = self._process
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        self._process = None
+        self._paused = False
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -87,13 +101,7 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """One command over a raw socket, for setup and inspection; returns the raw reply."""
-        parts = [f"*{len(args)}\r\n".encode()]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"".join(parts))
-            return _read_reply(sock)
+        return raw_command(self.port, *args)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -110,6 +118,17 @@ class RedisServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server not ready on port {self.port}")
             time.sleep(0.01)
+
+
+def raw_command(port: int, *args: str) -> bytes:
+    """One command to 127.0.0.1:`port` over a raw socket; the raw reply."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"".join(parts))
+        return _read_reply(sock)
 
 
 def _read_reply(sock: socket.socket) -> bytes:
