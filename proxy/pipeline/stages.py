@@ -232,6 +232,21 @@ class Forward(Stage):
         return WAIT
 
 
+class AdminEndpoint(Stage):
+    """The admin listener's only stage (`admin.listen`): one of the sidecar's own endpoints,
+    or 404 `not_found`; nothing there is forwarded."""
+
+    def enter(self, ctx: RequestContext) -> int:
+        ctx.route_name = SIDECAR_ROUTE
+        endpoints = ctx.runtime.admin_endpoints
+        endpoint = endpoints.match(ctx.head.path) if endpoints is not None else None
+        if endpoint is None:
+            path = ctx.head.path.decode("latin-1")
+            raise NotFound(f"the admin listener serves no {path!r}", code="not_found")
+        answer_own_endpoint(ctx, endpoint)
+        return WAIT
+
+
 STAGES: Final = (
     OwnEndpoint(),
     MatchRoute(),
@@ -243,3 +258,6 @@ STAGES: Final = (
     Forward(),
 )
 """The ONE order of a request's stages."""
+
+ADMIN_STAGES: Final = (AdminEndpoint(),)
+"""The admin listener's requests: its own endpoints only."""

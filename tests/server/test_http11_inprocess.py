@@ -69,7 +69,8 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout() -> No
 async def test_a_smuggling_shape_is_400() -> None:
     h = Harness(policy_doc())
     h.send(
-        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     )
     assert h.written().startswith(b"HTTP/1.1 400 ")
     assert h.client_transport.closed
