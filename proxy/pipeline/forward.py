@@ -222,20 +222,21 @@ class Relay:
             lines = rules.filter_lines(lines)
         if extra:
             lines.append(extra)
-        self.has_body = self.client.send_head_lines(head, resp.status, lines, length)
+        self.has_body = self.client.response.send_head_lines(head, resp.status, lines, length)
         if self.attempt.held:
             conn.resume_reading()
         conn.pipe(self._sink if self.has_body else None, self._ended)
 
     def _sink(self, chunk: bytes) -> None:
         client = self.client
-        client.send_body(chunk)
-        if client.write_paused and not self.paused:
+        client.response.send_body(chunk)
+        flow = client.flow
+        if flow.write_paused and not self.paused:
             self.paused = True
             conn = self.attempt.conn
             assert conn is not None
             conn.pause_reading()
-            client.on_resume_writing(self._resume)
+            flow.on_resume_writing(self._resume)
 
     def _resume(self) -> None:
         self.paused = False
@@ -250,7 +251,7 @@ class Relay:
         finished = failure is None
         if finished:
             if self.has_body:
-                self.client.end_body()
+                self.client.response.end_body()
         else:
             self.client.abort()
         uploader = attempt.uploader

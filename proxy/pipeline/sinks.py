@@ -6,16 +6,16 @@ of this POST safe by the sidecar's own rule; the sink can use it to drop duplica
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
 from policies.model import SinkPolicy
-from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, attempt_label
-from proxy.pipeline.forward import Attempt
+from proxy.core.tracecontext import RequestTrace
+from proxy.errors import CircuitOpen, ProxyError, UpstreamTimeout
+from proxy.pipeline.observe import RequestNote
+from proxy.pipeline.resilience import Exchange
 from proxy.pipeline.runtime import Runtime
 from proxy.server.request import RequestBody, RequestHead
-from proxy.upstream.connection import AttemptTimeout, UpstreamFailure
 
 
 def _request(sink: SinkPolicy, host: bytes, body: bytes, key: bytes) -> tuple[RequestHead, bytes]:
@@ -27,6 +27,7 @@ def _request(sink: SinkPolicy, host: bytes, body: bytes, key: bytes) -> tuple[Re
     head = RequestHead(b"POST", sink.path.encode(), headers, "1.1", True, "", time.monotonic())
     head.content_length = len(body)
     head.request_id = key
+    head.idempotency_key = key
     lines = [b"POST ", sink.path.encode(), b" HTTP/1.1\r\n"]
     lines += [name + b": " + value + b"\r\n" for name, value in headers]
     lines.append(b"content-length: %d\r\n\r\n" % len(body))
@@ -45,7 +46,11 @@ def _nothing() -> None:
 
 
 class SinkSender:
-    """The hub's `SendFn`: POST one alert to a sink's upstream; returns the outcome label."""
+    """The hub's `SendFn`: POST one alert to a sink's upstream; returns the outcome label.
+
+    The attempts are an `Exchange` driven by its coroutine, as a forwarded request with a
+    body is: the same breaker (and its `circuit_breaker_calls_total`), retry planner,
+    budget and timeouts; the answer is read to its end instead of relayed."""
 
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
@@ -61,40 +66,17 @@ class SinkSender:
         self._sequence += 1
         key = b"alert-%d-%d" % (int(time.time() * 1000), self._sequence)
         head, head_bytes = _request(sink, pool.host_header, body, key)
-        metrics = runtime.metrics
-        guard.budget.record_request()
-        attempt_no = 0
-        while True:
-            attempt_no += 1
-            permit = guard.breaker.allow()
-            if not permit.allowed:
-                metrics.breaker_call(name, "rejected")
-                return "rejected"
-            attempt = Attempt(pool)
-            started = time.monotonic()
-            status = 0
-            try:
-                await attempt.send(head, head_bytes, _full_body(body), True, pool.policy.timeout)
-            except UpstreamFailure as failure:
-                kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-                guard.breaker.record_outcome(permit, kind, 0, time.monotonic() - started)
-                metrics.upstream_attempt(name, attempt_label(kind, True))
-            except BaseException:
-                guard.breaker.release(permit)
-                raise
-            else:
-                kind = STATUS
-                status = await attempt.consume()
-                guard.breaker.record_outcome(permit, STATUS, status, time.monotonic() - started)
-                metrics.upstream_attempt(name, attempt_label(STATUS, status >= 500))
-                if status < 500:
-                    return "success" if status < 400 else "failure"
-            decision = guard.planner.decide(
-                attempt_no, kind, status, "POST",
-                has_idempotency_key=True, body_replayable=True,
-                retry_after=None, time_left=None,
+        try:
+            note = RequestNote(RequestTrace(None, None, 0.0, False), "")  # not traced
+            exchange = Exchange(
+                name, pool, guard, runtime.metrics, None, head, _full_body(body), head_bytes,
+                b"", time.monotonic(), None, note, note.trace.span_id,
             )  # fmt: skip
-            if not decision.retry or not guard.budget.try_spend():
-                return "timeout" if kind is TIMEOUT else "failure"
-            metrics.retry(name, decision.reason)
-            await asyncio.sleep(decision.delay)
+            status = await exchange.run()
+        except CircuitOpen:
+            return "rejected"
+        except UpstreamTimeout:
+            return "timeout"
+        except ProxyError:
+            return "failure"
+        return "success" if status < 400 else "failure"
