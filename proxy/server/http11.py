@@ -356,8 +356,12 @@ class ClientConnection:
             raise _Reject(refused)
         body: RequestBody | None = None
         if head.chunked or head.content_length:
+            limits = self.state.limits
             body = RequestBody(
-                self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
+                limits.max_body_bytes,
+                self._pause_reading,
+                self._resume_reading,
+                limits.client_body_timeout,
             )
             if head.upgrade is not None and parser.should_upgrade():
                 # llhttp skips an upgrade's body: it is read after the upgrade point, and

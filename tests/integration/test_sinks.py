@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import websockets
 
-from tests.integration.conftest import Sidecar
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.processes import EVENTS_TOKEN
+from tests.support.processes import EVENTS_TOKEN, Sidecar
 from tests.support.tokens import bearer
 
 SERVICE = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
