@@ -61,6 +61,7 @@ def policy(case: str) -> dict[str, object]:
     if case == "sampled":
         doc["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9/v1/traces", "sample_ratio": 1.0}
     if case == "memory":
+        doc["auth"] = {"jwt": {"algorithms": ["HS256"], "secret_env": "JWT_SECRET"}}
         doc["rate_limits"] = {
             "roles": {"viewer": HUGE},
             "endpoints": [{"name": "productos", "path_prefix": "/api/v1/productos",
