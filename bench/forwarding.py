@@ -9,7 +9,7 @@ also verifies an HS256 token and checks two memory rate limits on every request
 Servers (upstream, nginx, sidecar) run pinned to core 0, wrk to core 1. nginx and the
 sidecar runs alternate so drift in the machine hits both. CPU per request is read from
 /proc/PID/stat before and after each run. Prints req/s, p50/p99, CPU us/request and the
-ratios the data-plane issue sets targets for.
+ratios `bench/README.md` states targets for.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--upstream-core",
         default=SERVER_CORE,
-        help="core of the upstream nginx (default: the servers' core, as the issue asks)",
+        help="core of the upstream nginx (default: the servers' core, as in the recorded runs)",
     )
     args = parser.parse_args()
     ensure_tools("nginx", "wrk")

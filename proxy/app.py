@@ -45,7 +45,7 @@ from proxy.pipeline.observe import Observer
 from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
 from proxy.pipeline.runtime import Runtime
-from proxy.pipeline.sinks import SinkSender
+from proxy.pipeline.sink_sender import SinkSender
 from proxy.pipeline.state import State
 from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.certificates import ServingCertificate

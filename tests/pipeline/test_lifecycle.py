@@ -17,7 +17,7 @@ from policies.model import SinkPolicy
 from proxy.clock import SYSTEM_CLOCK
 from proxy.core.window import Decision, LimitCheck
 from proxy.pipeline.context import RequestContext
-from proxy.pipeline.sinks import SinkSender
+from proxy.pipeline.sink_sender import SinkSender
 from proxy.storage.base import StoreUnavailable
 from proxy.storage.memory import MemoryStore
 from tests.support.inprocess import Harness, policy_doc, settle
