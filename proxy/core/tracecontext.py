@@ -24,6 +24,8 @@ _FLAGS: Final = tuple(b"%02x" % n for n in range(256))
 TRACESTATE_MAX_BYTES: Final = 512
 """Longer `tracestate` values are dropped (the recommendation asks to propagate 512)."""
 TRACESTATE_MAX_MEMBERS: Final = 32
+_random: Final = random.random
+"""Bound once: compiled, `random.random()` looks the name up in the module on every call."""
 
 _KEY = rb"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
 _VALUE = rb"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
@@ -141,7 +143,7 @@ def traceparent(trace_id: bytes, span_id: bytes, flags: int) -> bytes:
 
 def sample(ratio: float) -> bool:
     """Whether a new trace is sampled at `ratio` (0 never, 1 always)."""
-    return ratio >= 1.0 or (ratio > 0.0 and random.random() < ratio)
+    return ratio >= 1.0 or (ratio > 0.0 and _random() < ratio)
 
 
 class RequestTrace:
