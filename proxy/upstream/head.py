@@ -98,7 +98,9 @@ class ResponseHead:
         if name == CONTENT_LENGTH:
             self.content_length = _number(line, len(name) + 1)
         elif name == TRANSFER_ENCODING:
-            self.chunked = self.chunked or b"chunked" in _value(line, len(name) + 1).lower()
+            # find, not `b"chunked" in`: a bytes operand of `in` costs a formatted TypeError
+            coding = _value(line, len(name) + 1).lower()
+            self.chunked = self.chunked or coding.find(b"chunked") >= 0
         elif name == CONNECTION:
             start = len(name) + 1
             if _value_is(line, start, b"keep-alive") or _value_is(line, start, b"close"):
