@@ -10,6 +10,13 @@ _monotonic: Final = time.monotonic
 _wall: Final = time.time
 
 
+def monotonic() -> float:
+    """`time.monotonic()` for compiled modules: a native call of a bound static, where
+    `time.monotonic()` looks the name up in the `time` module on every call (about 270
+    instructions, four times per forwarded request)."""
+    return _monotonic()
+
+
 class Clock(ABC):
     """A base class rather than a Protocol: compiled, a call through it is a native
     method call (through a Protocol it was a lookup by name, on every request)."""

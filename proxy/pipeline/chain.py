@@ -10,8 +10,8 @@ requests in flight finish on the policy they began under.
 from __future__ import annotations
 
 import asyncio
-import time
 
+from proxy.clock import monotonic
 from proxy.pipeline.context import Lifecycle, RequestContext, Stage
 from proxy.pipeline.runtime import Runtime
 from proxy.pipeline.stages import STAGES
@@ -50,7 +50,7 @@ class Pipeline:
     async def handle(
         self, conn: ClientConnection, head: RequestHead, body: RequestBody | None
     ) -> None:
-        ctx = RequestContext(self.lifecycle, conn, head, body, self.runtime, time.monotonic())
+        ctx = RequestContext(self.lifecycle, conn, head, body, self.runtime, monotonic())
         waiter = ctx.waiter = asyncio.get_running_loop().create_future()
         conn.active = ctx
         ctx.run()

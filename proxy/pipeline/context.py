@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Final
 
+from proxy.clock import monotonic
 from proxy.core.identity import ANONYMOUS, Identity
 from proxy.errors import ProxyError
 from proxy.pipeline.observe import CLIENT_CLOSED
@@ -137,7 +137,7 @@ class RequestContext:
         the microseconds the stages take, without another clock read)."""
         if self.over:
             return
-        self.ready_at = time.monotonic()
+        self.ready_at = monotonic()
         try:
             self._walk(self.lifecycle.stages[self.stage].resume(self, result))
         except ProxyError as error:
@@ -182,7 +182,7 @@ class RequestContext:
                 if edges is not None and edges.response is not None:
                     headers = edges.response.filter_headers(headers)
                 response.send_response(head, error.status, headers, error.body(), self.limits)
-        now = time.monotonic()
+        now = monotonic()
         runtime = self.runtime
         runtime.metrics.request_done(
             self.route_name, head.method, response.status, now - head.received_at
@@ -210,7 +210,7 @@ class RequestContext:
             self.task.cancel()
         if self.note is not None:
             self.note.reason = "client_closed"
-        self._observed(CLIENT_CLOSED, time.monotonic())
+        self._observed(CLIENT_CLOSED, monotonic())
 
     def _observed(self, status: int, now: float) -> None:
         """The access-log line and, for a recorded trace, the spans."""

@@ -8,10 +8,10 @@ upstream connection, so the upstream never sees a complete request with a partia
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Final
 
+from proxy.clock import monotonic
 from proxy.core.header_rules import HeaderRules
 from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
 from proxy.errors import ProxyError, RequestTimeout
@@ -106,7 +106,7 @@ class Attempt:
         waiter = HeadWaiter()
         if head.websocket:
             conn.upgrade = True
-        conn.begin(head.method == b"HEAD", time.monotonic() + timeout, waiter)
+        conn.begin(head.method == b"HEAD", monotonic() + timeout, waiter)
         if body is not None and body.error is not None:
             conn.abort()
             raise body.error

@@ -24,6 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from proxy.clock import monotonic
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
 from proxy.core.header_rules import HeaderRules
@@ -180,7 +181,7 @@ class Exchange:
         response = attempt.response
         assert response is not None
         status = response.status
-        now = time.monotonic()
+        now = monotonic()
         self.guard.breaker.record_outcome(permit, STATUS, status, now - sent_at)
         self.metrics.attempt_answered(self.name, status >= 500)
         outcome = "failure" if status >= 500 else "success"
@@ -199,7 +200,7 @@ class Exchange:
     ) -> float | None:
         """Record a failed attempt; raises when it must not be sent again."""
         kind = TIMEOUT if isinstance(failure, AttemptTimeout) else CONNECT_FAILURE
-        now = time.monotonic()
+        now = monotonic()
         self.guard.breaker.record_outcome(permit, kind, 0, now - sent_at)
         self.metrics.breaker_call(self.name, "failure")
         label = attempt_label(kind, True)
@@ -227,7 +228,7 @@ class Exchange:
             has_idempotency_key=self.head.idempotency_key is not None,
             body_replayable=body is None or body.error is None,
             retry_after=retry_after,
-            time_left=None if self.deadline is None else self.deadline - time.monotonic(),
+            time_left=None if self.deadline is None else self.deadline - monotonic(),
         )  # fmt: skip
         if not decision.retry:
             return None
@@ -270,7 +271,7 @@ class Exchange:
                 if permit is None:
                     break
                 attempt = Attempt(self.pool)
-                sent_at = time.monotonic()
+                sent_at = monotonic()
                 try:
                     await attempt.send(
                         self.head, self._attempt_head(), body, self.attempt_no == 1,

@@ -14,9 +14,9 @@ Either side closing (EOF, reset) closes the tunnel; so does silence both ways fo
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
+from proxy.clock import monotonic
 from proxy.server.responses import status_line
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class TunnelEnd:
         if other is None:
             return
         self.bytes_read += len(data)
-        self.tunnel.last_activity = time.monotonic()
+        self.tunnel.last_activity = monotonic()
         other.transport.write(data)
 
     def eof_received(self) -> bool:
@@ -89,7 +89,7 @@ class Tunnel:
         self.client.other = self.upstream
         self.upstream.other = self.client
         self.idle_timeout = idle_timeout
-        self.last_activity = time.monotonic()
+        self.last_activity = monotonic()
         self.closed = False
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
@@ -119,7 +119,7 @@ class Tunnel:
         self._timer = None
         if self.closed:
             return
-        left = self.last_activity + self.idle_timeout - time.monotonic()
+        left = self.last_activity + self.idle_timeout - monotonic()
         if left > 0:
             self._timer = asyncio.get_running_loop().call_later(left, self._check_idle)
             return

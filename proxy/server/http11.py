@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from proxy.clock import monotonic
 from proxy.core.headers import new_request_id
 from proxy.errors import (
     BadRequest,
@@ -145,7 +145,7 @@ class ServerState:
     def start_sweeping(self) -> None:
         """One timer for all connections, rather than one per request, closes slow/idle ones."""
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = monotonic()
         for conn in list(self.connections):
             conn.sweep(now)
         self._sweeper = loop.call_later(0.5, self.start_sweeping)
@@ -212,7 +212,7 @@ class ClientConnection:
         self._headers: Headers = []
         self._head_size = 0
         self._head_started: float | None = None
-        self._last_activity = time.monotonic()
+        self._last_activity = monotonic()
         self._begun = False
         self._body: RequestBody | None = None
         self._upgrade_body: RequestBody | None = None
@@ -265,7 +265,7 @@ class ClientConnection:
         self.flow.release_writers()
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = time.monotonic()
+        self._last_activity = monotonic()
         if self._unparsed is not None:
             self._unparsed += data  # parsing is held back (and reading paused): keep it
             return
@@ -422,7 +422,7 @@ class ClientConnection:
                 self._answer_error(head, ProxyError("internal error"))
             finally:
                 self.busy = False
-            self._last_activity = time.monotonic()
+            self._last_activity = monotonic()
             if body is not None and not body.done:
                 # The body was not read to its end: the connection cannot be reused.
                 self.response.closing_after = True
@@ -453,7 +453,7 @@ class ClientConnection:
         """A request taken by the fast handler has been answered: serve the next one."""
         self.busy = False
         self.active = None
-        self._last_activity = time.monotonic()
+        self._last_activity = monotonic()
         if self.response.closing_after or self.state.draining:
             self.close()
         elif self._pending:
@@ -483,7 +483,7 @@ class ClientConnection:
         if transport is None or transport.is_closing():
             return
         if not self.response.started:
-            head = RequestHead(b"GET", b"/", [], "1.1", False, self.peer_ip, time.monotonic())
+            head = RequestHead(b"GET", b"/", [], "1.1", False, self.peer_ip, monotonic())
             head.request_id = new_request_id()
             self.response.closing_after = True
             self.response.send_response(head, error.status, error_headers(error), error.body())

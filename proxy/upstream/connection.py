@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
 
+from proxy.clock import monotonic
 from proxy.upstream.head import ResponseHead, head_end
 
 MAX_RESPONSE_HEAD = 65_536
@@ -139,7 +139,7 @@ class HeadTimeouts:
         self.waiting.pop(conn, None)
 
     def _scan(self) -> None:
-        now = time.monotonic()
+        now = monotonic()
         expired = [conn for conn, deadline in self.waiting.items() if deadline <= now]
         for conn in expired:
             del self.waiting[conn]
@@ -285,7 +285,7 @@ class UpstreamConnection:
                     self._refuse(BrokenResponse("upstream sent a response head too large"))
                     return
         else:
-            self._last_byte = time.monotonic()
+            self._last_byte = monotonic()
         self._feeding = True
         try:
             self._parser.feed_data(data)
@@ -408,7 +408,7 @@ class UpstreamConnection:
 
     # -- body silence -------------------------------------------------------------------------
     def _watch_body(self) -> None:
-        self._last_byte = time.monotonic()
+        self._last_byte = monotonic()
         loop = asyncio.get_running_loop()
         self._body_timer = loop.call_later(self._bodies.seconds, self._check_body)
 
@@ -422,7 +422,7 @@ class UpstreamConnection:
         if self._on_end is None:
             return
         seconds = self._bodies.seconds
-        left = seconds if self._reading_paused else self._last_byte + seconds - time.monotonic()
+        left = seconds if self._reading_paused else self._last_byte + seconds - monotonic()
         if left > 0:
             self._body_timer = asyncio.get_running_loop().call_later(left, self._check_body)
             return
@@ -492,7 +492,7 @@ class UpstreamConnection:
     def resume_reading(self) -> None:
         if self._reading_paused:
             self._reading_paused = False
-            self._last_byte = time.monotonic()
+            self._last_byte = monotonic()
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
 
