@@ -19,12 +19,15 @@ with the workers on a small box, and its own queueing is not the sidecar's laten
 user-space receipt (when this process read the bytes) is printed too, for comparison.
 
 Placement: the sidecar and redis-server may run on every core (more workers only help
-with more cores); the load generator runs on every core at nice 19, so the workers get a
-core first and the reader catches up in the idle time between events (its timestamps
-do not depend on when it reads). Descriptors: this process raises RLIMIT_NOFILE to its
-hard limit, which the sidecar inherits; `server.max_connections` is set above
-`--clients`. Values of `--workers` alternate within each round; medians over rounds.
-The first `--workers` value is the baseline of the ratios.
+with more cores); the load generator runs on every core at nice 19 (`--nice`), so the
+workers get a core first and the reader catches up in the idle time between events (its
+timestamps do not depend on when it reads). On a machine busy with other work there is
+no idle time: a starved reader leaves its sockets full, which stalls the sidecar's
+writes (a low `sidecar_cores_busy` shows it); `--nice 0` gives it a fair share.
+Descriptors: this process raises RLIMIT_NOFILE to its hard limit, which the sidecar
+inherits; `server.max_connections` is set above `--clients`. Values of `--workers`
+alternate within each round; medians over rounds. The first `--workers` value is the
+baseline of the ratios.
 """
 
 from __future__ import annotations
@@ -281,6 +284,11 @@ def summarise(run: Run) -> dict[str, float]:
     }
 
 
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -290,7 +298,7 @@ def measure(workers: int, redis_url: str, args: argparse.Namespace, workdir: Pat
     try:
         serving = children(proc.pid) if workers > 1 else [proc.pid]
         fds_before = [len(os.listdir(f"/proc/{pid}/fd")) for pid in serving]
-        os.setpriority(os.PRIO_PROCESS, 0, 19)  # the load generator: see "Placement"
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the load generator: "Placement"
         try:
             socks, buffers = connect(port, args.clients)
             time.sleep(1.0)  # handshakes settled
@@ -301,9 +309,10 @@ def measure(workers: int, redis_url: str, args: argparse.Namespace, workdir: Pat
             pids = [proc.pid, *children(proc.pid)]
             supervisor = pids[:1] if workers > 1 else []
             cpu_before, sup_before = cpu_seconds(pids), cpu_seconds(supervisor)
-            began = time.monotonic()
+            began, load_before = time.monotonic(), own_cpu_seconds()
             run = drive(port, socks, buffers, args.seconds, args.rate)
             wall = time.monotonic() - began
+            load_cpu = own_cpu_seconds() - load_before
             cpu, sup = cpu_seconds(pids) - cpu_before, cpu_seconds(supervisor) - sup_before
         finally:
             os.setpriority(os.PRIO_PROCESS, 0, 0)  # the next sidecar starts at nice 0 (root)
@@ -313,11 +322,18 @@ def measure(workers: int, redis_url: str, args: argparse.Namespace, workdir: Pat
         row["cpu_us_per_delivery"] = cpu / max(1, row["events"] * args.clients) * 1e6
         row["sidecar_cores_busy"] = cpu / wall
         row["supervisor_cpu_share"] = sup / cpu if cpu else 0.0
+        row["load_cores_busy"] = load_cpu / wall
         row["busiest_worker_share"] = max(per_worker) / max(1, sum(per_worker))
         return row
     finally:
+        drained = time.monotonic()
         proc.terminate()
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        print(f"<!-- workers={workers}: SIGTERM to exit {time.monotonic() - drained:.1f} s -->")
 
 
 COLUMNS = [
@@ -332,6 +348,7 @@ COLUMNS = [
     ("cpu_us_per_delivery", "{:.2f}"),
     ("sidecar_cores_busy", "{:.2f}"),
     ("supervisor_cpu_share", "{:.1%}"),
+    ("load_cores_busy", "{:.2f}"),
     ("busiest_worker_share", "{:.0%}"),
 ]
 
@@ -343,6 +360,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--nice", type=int, default=19, help="the load generator's niceness")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     limit = raise_fd_limit(args.clients + 1000)
@@ -350,7 +368,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-workers-"))
     redis, redis_url = start_redis(workdir)
     cores = os.cpu_count() or 1
-    print(f"{cores} cores; sidecar and redis on all cores; load generator on all at nice 19;")
+    print(f"{cores} cores; sidecar and redis on all cores; load generator on all, nice {args.nice}")
     print(f"RLIMIT_NOFILE {limit} (bench and sidecar); {args.clients} clients, "
           f"{args.rate:g} events/s for {args.seconds:g} s, {args.rounds} rounds")  # fmt: skip
     runs: dict[int, list[dict]] = {n: [] for n in counts}
