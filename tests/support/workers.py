@@ -87,13 +87,16 @@ def start_workers(config: Path, port: int) -> tuple[Process, str]:
     proc = start_sidecar(config, port)
     base = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 10
-    while time.monotonic() < end:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
-            if sample(resp.read().decode(), WORKERS) == 2:
-                return proc, base
-        time.sleep(0.05)
-    proc.stop()
-    raise AssertionError("both workers should be serving")
+    try:
+        while time.monotonic() < end:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+                if sample(resp.read().decode(), WORKERS) == 2:
+                    return proc, base
+            time.sleep(0.05)
+        raise AssertionError("both workers should be serving")
+    except BaseException:
+        proc.stop()  # no sidecar left behind by a failed start
+        raise
 
 
 def holder(server_port: int, client_port: int, pids: list[int]) -> int | None:
