@@ -64,6 +64,8 @@ async def readyz(
     troubles = set(state.degraded)
     if state.hub is not None and state.hub.degraded:
         troubles.add("redis")  # events cannot cross replicas
+    if state.workers is not None:
+        troubles |= state.workers.degraded  # the other workers' (one sidecar)
     degraded = sorted(troubles)
     if state.ready and not state.draining:
         _json(conn, head, {"status": "ready", "degraded": degraded})

@@ -52,6 +52,11 @@ class Workers(Protocol):
 
     async def connections(self) -> dict[str, Any] | None: ...
 
+    @property
+    def degraded(self) -> frozenset[str]:
+        """What any worker lists under `/readyz`'s `degraded`."""
+        ...
+
 
 @dataclass
 class State:

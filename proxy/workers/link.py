@@ -1,5 +1,6 @@
-"""A worker's end of the channel: outcome batches out, shared breaker states in, and the
-questions whose answer needs every worker (`/metrics`, breaker STATS and actions).
+"""A worker's end of the channel: outcome batches out, shared breaker states in, what
+`/readyz` lists under `degraded` both ways, and the questions whose answer needs every
+worker (`/metrics`, breaker STATS and actions).
 
 Nothing here runs per request: every `BATCH_S` a ticker reads the local breakers' totals
 (the request path counts them anyway) and sends what moved since the last batch.
@@ -41,6 +42,8 @@ class WorkerLink:
         self._waiting: dict[int, asyncio.Future[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._adopted = asyncio.Event()
+        self.degraded: frozenset[str] = frozenset()
+        """What any worker lists under `degraded` (the supervisor's union of all)."""
 
     async def connect(self) -> None:
         """Before listening: take the shared breaker states (a restarted worker must not
@@ -78,16 +81,28 @@ class WorkerLink:
                 moved[name] = [*delta, int(stats["consecutive_failures"])]
         return moved, states
 
+    def own_degraded(self) -> list[str]:
+        """What this worker's `/readyz` alone would list under `degraded`."""
+        hub = self.state.hub
+        troubles = set(self.state.degraded)
+        if hub is not None and hub.degraded:
+            troubles.add("redis")  # events cannot cross replicas
+        return sorted(troubles)
+
     async def _batch(self) -> None:
         adopted: dict[str, str] = {}
+        degraded: list[str] = []
         while True:
             await asyncio.sleep(BATCH_S)
             moved, states = self.deltas()
+            message: Message = {"t": "outcomes", "b": moved}
             if states != adopted:  # its own copy moved: the supervisor checks it
-                adopted = states
-                self._send({"t": "outcomes", "b": moved, "s": states})
-            elif moved:
-                self._send({"t": "outcomes", "b": moved})
+                adopted = message["s"] = states
+            troubles = self.own_degraded()
+            if troubles != degraded:
+                degraded = message["d"] = troubles
+            if moved or len(message) > 2:
+                self._send(message)
 
     def adopt(self, shared: dict[str, list[Any]]) -> None:
         """Mirror the supervisor's breakers where they changed or this worker strayed."""
@@ -113,6 +128,8 @@ class WorkerLink:
             kind = message.get("t")
             if kind == "states":
                 self.adopt(message["b"])
+            elif kind == "degraded":
+                self.degraded = frozenset(message["d"])
             elif kind == "collect":
                 moved, states = self.deltas()
                 m = snapshot(self.state.metrics.registry)

@@ -52,6 +52,8 @@ class Worker:
         """The breaker states it reported last."""
         self.connections: dict[str, Any] | None = None
         """Its WebSocket counts (`/api/v1/ws/connections`) at the last collect."""
+        self.degraded: frozenset[str] = frozenset()
+        """What its `/readyz` alone would list under `degraded`, as it reported last."""
 
 
 class Supervisor:
@@ -65,6 +67,8 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(count)]
         self.restarts = 0
         self.retired = Table()
+        self.degraded: frozenset[str] = frozenset()
+        """The union of the live workers' `degraded`, as broadcast last."""
         self.stopping = False
         self.status = 0
         self._done = asyncio.Event()
@@ -109,6 +113,7 @@ class Supervisor:
                 os._exit(code)
         theirs.close()
         worker.pid, worker.sock, worker.ready, worker.states = pid, ours, False, {}
+        worker.degraded = frozenset()
         worker.pidfd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(worker.pidfd, self._reap, worker)
         reader, worker.writer = await asyncio.open_connection(sock=ours)
@@ -126,6 +131,8 @@ class Supervisor:
             worker.writer.close()
         worker.sock = worker.writer = None
         pid, worker.pid = worker.pid, 0
+        worker.degraded = frozenset()
+        self._broadcast_degraded()
         if self.stopping:
             self.status = self.status or (code if code > 0 else 0)
             if not any(w.pid for w in self.workers):
@@ -197,6 +204,7 @@ class Supervisor:
             kind = message.get("t")
             if kind == "hello":  # before it listens: it starts with the shared states
                 self._send(worker, {"t": "states", "b": self.board.states()})
+                self._send(worker, {"t": "degraded", "d": sorted(self.degraded)})
             elif kind == "ready":
                 worker.ready = True
             elif kind == "outcomes":
@@ -214,6 +222,9 @@ class Supervisor:
 
     def _outcomes(self, worker: Worker, message: Message) -> None:
         self.board.apply(message.get("b", {}))
+        if "d" in message:
+            worker.degraded = frozenset(message["d"])
+            self._broadcast_degraded()
         reported = message.get("s")
         if reported is not None:
             worker.states.update(reported)
@@ -231,6 +242,16 @@ class Supervisor:
             return
         self.board.changed = False
         message = {"t": "states", "b": self.board.states()}
+        for worker in self.workers:
+            self._send(worker, message)
+
+    def _broadcast_degraded(self) -> None:
+        """Every worker's `/readyz` lists what any live worker lists under `degraded`."""
+        union = frozenset().union(*(w.degraded for w in self.workers if w.pid))
+        if union == self.degraded:
+            return
+        self.degraded = union
+        message = {"t": "degraded", "d": sorted(union)}
         for worker in self.workers:
             self._send(worker, message)
 

@@ -3,10 +3,12 @@
 - counters and histograms: the sum over live workers, plus what dead workers had reached
   at their last snapshot (so a restart does not take a total back);
 - `websocket_connections` and `in_flight`: summed over live workers;
+- `storage_fallback_active`: the highest over live workers (1 while any worker's store is
+  on its fallback: each worker guards its own Redis connection, and `/readyz` lists
+  `redis` under `degraded` on every worker then too);
 - `circuit_breaker_state` and `circuit_breaker_transitions_total`: the supervisor's
   shared breakers (a worker's own rows only for the store's per-worker `redis` breaker);
-- every other gauge (`policy_info`, `storage_fallback_active`, `process_*` gauges): the
-  scraping worker's own.
+- every other gauge (`policy_info`, `process_*` gauges): the scraping worker's own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
 SUMMED_GAUGES = frozenset({PREFIX + "websocket_connections", PREFIX + "in_flight"})
+HIGHEST_GAUGES = frozenset({PREFIX + "storage_fallback_active"})
 SHARED = frozenset({PREFIX + "circuit_breaker_state", PREFIX + "circuit_breaker_transitions"})
 
 
@@ -43,8 +46,9 @@ class Table:
     def __init__(self) -> None:
         self.families: dict[str, tuple[str, str, dict[SampleKey, float]]] = {}
 
-    def add(self, family: Family, summed: bool = True, skip_shared: frozenset[str] = SHARED,
+    def add(self, family: Family, how: str = "sum", skip_shared: frozenset[str] = SHARED,
             shared_names: Iterable[str] = ()) -> None:  # fmt: skip
+        """`how`: "sum" the samples into the table's, take the "highest", or "set" them."""
         name, kind, doc, samples = family
         entry = self.families.get(name)
         if entry is None:
@@ -55,7 +59,13 @@ class Table:
             if name in skip_shared and labels.get("breaker") in shared:
                 continue
             key = (sample_name, tuple(labels.items()))
-            values[key] = values.get(key, 0.0) + float(value) if summed else float(value)
+            before = values.get(key)
+            if before is None or how == "set":
+                values[key] = float(value)
+            elif how == "sum":
+                values[key] = before + float(value)
+            else:
+                values[key] = max(before, float(value))
 
     def collect(self) -> Iterator[Metric]:
         for name, (kind, doc, values) in self.families.items():
@@ -70,8 +80,12 @@ class Table:
         return generate_latest(registry)
 
 
-def summable(family: Family) -> bool:
-    return family[1] in SUMMED_TYPES or family[0] in SUMMED_GAUGES
+def combined(family: Family) -> str | None:
+    """How the live workers' samples of a family make one ("sum", "highest"); None: the
+    scraping worker's own."""
+    if family[1] in SUMMED_TYPES or family[0] in SUMMED_GAUGES:
+        return "sum"
+    return "highest" if family[0] in HIGHEST_GAUGES else None
 
 
 def retire(into: Table, families: list[Family], shared_names: Iterable[str]) -> None:
@@ -92,12 +106,13 @@ def merge(
     names = list(shared_names)
     table = Table()
     for family in scraper:  # its order first: the scrape reads like a single worker's
-        if not summable(family):
-            table.add(family, summed=False, shared_names=names)
+        if combined(family) is None:
+            table.add(family, how="set", shared_names=names)
     for families in workers:
         for family in families:
-            if summable(family):
-                table.add(family, shared_names=names)
+            how = combined(family)
+            if how is not None:
+                table.add(family, how=how, shared_names=names)
     for name, (kind, doc, values) in retired.families.items():
         samples = [[s, dict(labels), v] for (s, labels), v in values.items()]
         table.add([name, kind, doc, samples], shared_names=names)

@@ -1,18 +1,16 @@
 """`server.workers: 2` with real processes: one sidecar's totals, shared breakers, restarts.
 
-Every request goes over a new connection, so the kernel's SO_REUSEPORT hash spreads them
+Most requests go over a new connection, so the kernel's SO_REUSEPORT hash spreads them
 over both workers; what a test asserts are the supervisor's totals, which no single
-worker could produce alone once both have served.
+worker could produce alone once both have served. Where "every worker" is the point, a
+test holds connections on each worker (`tests.support.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,18 @@ import yaml
 
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.policy_files import make_policy, write_policy
-from tests.support.processes import EVENTS_TOKEN, Process, free_port, start_sidecar
+from tests.support.processes import EVENTS_TOKEN, Process, free_port
 from tests.support.tokens import bearer
+from tests.support.workers import (
+    children,
+    fresh,
+    on_each_worker,
+    pinned_http,
+    sample,
+    scrape,
+    start_workers,
+    until,
+)
 
 ADMIN = bearer("1", "admin")
 BREAKERS = "/api/v1/resilience/circuit-breakers"
@@ -45,57 +53,15 @@ def workers(
     inventory = doc["upstreams"]["inventory"]
     inventory["retry"] = {"max_attempts": 1}
     inventory["circuit_breaker"] = {"failure_threshold": 3, "recovery_timeout": "60s"}
-    proc = start_sidecar(write_policy(tmp_path / "policy.yaml", doc), port)
-    base = f"http://127.0.0.1:{port}"
-
-    async def serving() -> bool:
-        return sample(await scrape(base), "resilience_proxy_workers") == 2
-
-    assert asyncio.run(until(serving)), "both workers should be serving"
+    proc, base = start_workers(write_policy(tmp_path / "policy.yaml", doc), port)
     yield proc, base
     proc.stop()
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-async def fresh(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
-    """One request on a connection of its own (the kernel picks the worker)."""
-    connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        async with http.request(method, url, **kwargs) as resp:
-            if resp.content_type == "application/json":
-                return resp.status, await resp.json()
-            return resp.status, await resp.text()
-
-
-def sample(text: str, series: str) -> float:
-    match = re.search("^" + re.escape(series) + r" (\S+)$", text, re.MULTILINE)
-    assert match, f"{series} not in the scrape"
-    return float(match.group(1))
-
-
-async def scrape(base: str) -> str:
-    status, text = await fresh("GET", f"{base}/metrics")
-    assert status == 200
-    return str(text)
 
 
 async def stats(base: str) -> dict[str, Any]:
     status, body = await fresh("GET", f"{base}{BREAKERS}/inventory", headers=ADMIN)
     assert status == 200, body
     return dict(body)
-
-
-async def until(check: Any, deadline_s: float = 10.0) -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await check()
-        if value or time.monotonic() > end:
-            return value
-        await asyncio.sleep(0.05)
 
 
 async def test_metrics_are_the_totals_of_all_workers(workers: tuple[Process, str]) -> None:
@@ -153,16 +119,26 @@ async def test_failures_through_both_workers_open_the_shared_breaker(
     assert body["circuit_breakers"]["inventory"]["total_successes"] == 10
 
 
-async def test_admin_force_open_reaches_every_worker(workers: tuple[Process, str]) -> None:
-    _, base = workers
-    status, body = await fresh("POST", f"{base}{BREAKERS}/inventory/force-open", headers=ADMIN)
-    assert (status, body["state"]) == (200, "forced_open")
-    for _ in range(10):
-        assert (await fresh("GET", f"{base}/echo"))[0] == 503
-    await fresh("POST", f"{base}{BREAKERS}/inventory/force-close", headers=ADMIN)
-    for _ in range(10):
-        assert (await fresh("GET", f"{base}/status/503"))[0] == 503  # forced closed: no trip
-    assert (await stats(base))["state"] == "forced_closed"
+async def test_admin_actions_reach_every_worker(workers: tuple[Process, str]) -> None:
+    proc, base = workers
+    async with pinned_http(base, children(proc.pid)) as held:
+        clients = [client for pinned in held.values() for client in pinned]
+        status, body = await fresh("POST", f"{base}{BREAKERS}/inventory/force-open", headers=ADMIN)
+        assert (status, body["state"]) == (200, "forced_open")
+        for client in clients:
+            status, answer = await client.request("GET", "/echo")
+            assert (status, answer["error"]) == (503, "circuit_open")
+        await fresh("POST", f"{base}{BREAKERS}/inventory/force-close", headers=ADMIN)
+        for client in clients:
+            for _ in range(4):  # forced closed: no trip, whichever worker counts them
+                assert (await client.request("GET", "/status/503"))[0] == 503
+            assert (await client.request("GET", "/echo"))[0] == 200
+        assert (await stats(base))["state"] == "forced_closed"
+        await fresh("POST", f"{base}{BREAKERS}/inventory/reset", headers=ADMIN)
+        for client in clients:
+            assert (await client.request("GET", "/echo"))[0] == 200
+        body = await stats(base)
+        assert (body["state"], body["consecutive_failures"]) == ("closed", 0)
 
 
 async def test_a_killed_worker_is_restarted_and_nothing_shared_is_lost(
@@ -203,42 +179,62 @@ async def test_sigterm_drains_every_worker_and_exits_0(workers: tuple[Process, s
         assert not Path(f"/proc/{pid}").exists()
 
 
-async def test_websocket_clients_on_every_worker_get_every_event_once_in_order(
+def event(n: int) -> dict[str, Any]:
+    return {"type": "inventory_update", "update_type": "venta", "producto_id": n,
+            "producto_nombre": "x", "data": {}}  # fmt: skip
+
+
+async def test_every_websocket_client_gets_every_event_once_in_order_wherever_ingested(
     workers: tuple[Process, str],
 ) -> None:
-    _, base = workers
-    sessions = [aiohttp.ClientSession() for _ in range(6)]  # a connection each
-    try:
-        sockets = [await s.ws_connect(f"{base}/api/v1/ws/notifications") for s in sessions]
-        for ws in sockets:
-            assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+    proc, base = workers
+    pids = children(proc.pid)
+
+    async def websocket() -> tuple[Any, int, Any]:
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(f"{base}/api/v1/ws/notifications")
+        assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+
+        async def close() -> None:
+            await ws.close()
+            await session.close()
+
+        return ws, int(ws.get_extra_info("sockname")[1]), close
+
+    service = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
+    async with (
+        on_each_worker(base, pids, 2, websocket) as sockets_by_worker,
+        pinned_http(base, pids) as ingest,
+    ):
+        sockets = [ws for held in sockets_by_worker.values() for ws in held]
 
         async def everyone() -> bool:
             status, body = await fresh("GET", f"{base}/api/v1/ws/connections", headers=ADMIN)
             return status == 200 and body["total"] == len(sockets)
 
         assert await until(everyone), "the connection counts are not the sum of the workers'"
-        service = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
-        ids = []
-        for n in range(5):
-            event = {"type": "inventory_update", "update_type": "venta", "producto_id": n,
-                     "producto_nombre": "x", "data": {}}  # fmt: skip
-            status, body = await fresh("POST", f"{base}/api/v1/events", json=event, headers=service)
+
+        async def publish(pid: int, n: int) -> int:
+            status, body = await ingest[pid][0].request(
+                "POST", "/api/v1/events", json=event(n), headers=service
+            )
             assert status == 202, body
-            ids.append(body["id"])
+            return int(body["id"])
+
+        # Ingested on both workers at once, so their ids interleave.
+        ids = await asyncio.gather(*(publish(pids[n % 2], n) for n in range(10)))
+        last = await publish(pids[0], 10)  # after every other: nothing may come after it
+        expected = [*sorted(ids), last]
         for ws in sockets:
             got: list[int] = []
-            while len(got) < len(ids):
+            while not got or got[-1] != last:
                 message = await ws.receive_json(timeout=10)
                 if message["type"] == "inventory_update":
                     got.append(message["id"])
-            assert got == ids
+            assert got == expected
         text = await scrape(base)
         connections = 'resilience_proxy_websocket_connections{channel="notifications"}'
         assert sample(text, connections) == len(sockets)
-    finally:
-        for session in sessions:
-            await session.close()
 
 
 async def test_sighup_reloads_every_worker_and_the_shared_breakers(

@@ -37,3 +37,19 @@ def test_a_dead_workers_counters_stay_in_the_totals() -> None:
     body = merge([one], one, retired, [], []).decode()
     assert f'{P}requests_total{{route="a"}} 7.0' in body
     assert f'{P}websocket_connections{{channel="n"}} 1.0' in body  # its gauges left with it
+
+
+def fallback(active: int) -> list:
+    registry = CollectorRegistry()
+    gauge = Gauge(P + "storage_fallback_active", "f", ["backend"], registry=registry)
+    gauge.labels("redis").set(active)
+    return snapshot(registry)
+
+
+def test_the_store_fallback_shows_while_any_worker_is_on_it() -> None:
+    on, off = fallback(1), fallback(0)
+    for scraper in (on, off):
+        body = merge([on, off], scraper, Table(), [], []).decode()
+        assert f'{P}storage_fallback_active{{backend="redis"}} 1.0' in body
+    body = merge([off, off], off, Table(), [], []).decode()
+    assert f'{P}storage_fallback_active{{backend="redis"}} 0.0' in body
