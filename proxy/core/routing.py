@@ -23,6 +23,9 @@ class Route:
     base: bytes
     edges: RouteEdges | None = None
     """Header rules and CORS; None (most routes): nothing to do."""
+    upstream_name: str = ""
+    """`upstream.name`, kept here: compiled code reads it as a field, where the policy's
+    own attribute is a lookup by name on every request."""
 
     def upstream_target(self, target: bytes) -> bytes:
         """The request target sent upstream: strip_prefix removes the prefix, keeps a '/'."""
@@ -51,6 +54,7 @@ def compile_route(spec: RoutePolicy, upstreams: dict[str, UpstreamPolicy]) -> Ro
         deadline_s=spec.timeout,
         base=url_base_path(upstreams[spec.upstream].url),
         edges=RouteEdges.of(spec),
+        upstream_name=spec.upstream,
     )
 
 

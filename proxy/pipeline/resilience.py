@@ -171,7 +171,7 @@ class Exchange:
         return head_bytes
 
     def _timeout(self, now: float) -> float:
-        timeout = self.pool.policy.timeout
+        timeout = self.pool.timeout
         if self.deadline is not None:
             timeout = max(0.001, min(timeout, self.deadline - now))
         return timeout

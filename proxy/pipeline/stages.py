@@ -221,7 +221,7 @@ class Forward(Stage):
             head, target or route.base + head.target, ctx.forwarded_for, proto, ours,
             trace.header_lines(span_id),
         )  # fmt: skip
-        name = route.upstream.name
+        name = route.upstream_name
         exchange = ctx.exchange = Exchange(
             name, runtime.pools[name], runtime.guards[name], runtime.metrics, conn, head,
             ctx.body, head_bytes, ctx.limits, ctx.ready_at, route.deadline_s, note, span_id,

@@ -39,10 +39,12 @@ class UpstreamPool:
         "host",
         "host_header",
         "in_flight",
+        "max_in_flight",
         "policy",
         "port",
         "server_hostname",
         "ssl_context",
+        "timeout",
         "timeouts",
     )
 
@@ -51,6 +53,10 @@ class UpstreamPool:
     ) -> None:
         """`on_body_timeout` hears the upstream's name when a body is cut for its silence."""
         self.policy = policy
+        self.timeout = policy.timeout
+        """The policy's values read on every request, as fields (compiled: no lookup by
+        name on the policy object)."""
+        self.max_in_flight = policy.max_in_flight
         parts = urlsplit(policy.url)
         self.host = parts.hostname or "127.0.0.1"
         https = parts.scheme == "https"
@@ -75,11 +81,13 @@ class UpstreamPool:
     def reconfigure(self, policy: UpstreamPolicy) -> None:
         """A reload that keeps the URL and TLS settings keeps the warm connections."""
         self.policy = policy
+        self.timeout = policy.timeout
+        self.max_in_flight = policy.max_in_flight
         self.bodies.seconds = policy.body_timeout
 
     @property
     def full(self) -> bool:
-        return self.in_flight >= self.policy.max_in_flight
+        return self.in_flight >= self.max_in_flight
 
     def take_idle(self) -> UpstreamConnection | None:
         """A warm connection, if one is idle (no waiting: the fast path's way in)."""
