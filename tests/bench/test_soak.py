@@ -1,17 +1,25 @@
 """bench/soak.py's parts that need no Locust: arguments, the RSS/fd sampler, the table, the
-derived policy and the reading of Locust's CSV; the locustfile imports when Locust is there.
+derived policy, the reading of Locust's CSV and the WebSocket listeners (against a real
+sidecar); Locust loads the locustfile when it is installed (the bench extra, not CI's).
+Wall time about 10 s on a loaded 2-core box (5 s more with Locust installed).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.soak import (
+    LISTENERS,
     LOCUSTFILE,
     Sample,
     format_table,
@@ -23,7 +31,9 @@ from bench.soak import (
     table_rows,
 )
 from policies.load import load_policy_text
-from tests.support.processes import REPO
+from tests.support.policy_files import make_policy, write_policy
+from tests.support.processes import EVENTS_TOKEN, REPO, free_port, start_sidecar
+from tests.support.tokens import bearer
 
 
 def test_minutes_is_required_and_bounded() -> None:
@@ -81,10 +91,51 @@ def test_locust_totals_reads_the_aggregated_row(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-def test_locustfile_defines_the_shopper() -> None:
-    pytest.importorskip("locust", reason="Locust is in the bench extra, not the test one")
-    spec = importlib.util.spec_from_file_location("soak_locustfile", LOCUSTFILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.Shopper.tasks and module.client_address() != module.client_address()
+def wait_for_connections(port: int, count: int) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/ws/connections", headers=bearer("1", "admin")
+    )
+    for _ in range(100):
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            if json.load(resp)["total"] == count:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"{count} WebSockets not connected")
+
+
+def test_listeners_count_what_the_hub_sends(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_policy(tmp_path / "policy.yaml", make_policy(port, "http://127.0.0.1:9"))
+    sidecar = start_sidecar(config, port)
+    try:
+        listeners = subprocess.Popen(
+            [sys.executable, str(LISTENERS), "--port", str(port), "--count", "2",
+             "--seconds", "2"],
+            stdout=subprocess.PIPE, cwd=REPO,
+        )  # fmt: skip
+        wait_for_connections(port, 2)
+        alert = {"type": "alert", "alert_type": "stock_bajo", "severity": "warning",
+                 "title": "t", "message": "m", "data": {}}  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/events", data=json.dumps(alert).encode(),
+            headers={"Authorization": f"Bearer {EVENTS_TOKEN}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=5).close()
+        out, _ = listeners.communicate(timeout=15)
+    finally:
+        sidecar.stop()
+    counts = json.loads(out)
+    assert counts["welcome"] == 2 and counts["alert"] == 2  # one on each channel
+    assert "reconnects" not in counts
+
+
+def test_locust_loads_the_locustfile() -> None:
+    locust = shutil.which("locust", path=str(Path(sys.executable).parent))
+    if locust is None:
+        pytest.skip("Locust is in the bench extra, not the test one")
+    listed = subprocess.run(
+        [locust, "-f", str(LOCUSTFILE), "--list"], capture_output=True, text=True, timeout=60
+    )  # Locust patches sockets with gevent: never imported into the test process
+    assert listed.returncode == 0, listed.stderr
+    assert "Shopper" in listed.stdout
