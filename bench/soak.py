@@ -14,7 +14,7 @@ minutes; a bounded process levels off.
 
 The demo's limits are per user and there are three seeded users, so they are multiplied by
 `--limit-scale` (rules and keys unchanged): the limiter still decides every request, and
-each simulated user's own client address keeps creating per-IP keys.
+each simulated user's client address, new at every sign-in, keeps creating per-IP keys.
 """
 
 from __future__ import annotations

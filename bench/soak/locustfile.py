@@ -1,9 +1,10 @@
 """The demo's traffic through the sidecar, for `bench/soak.py` (Locust, headless).
 
 Each simulated user comes from its own client address (`X-Forwarded-For`, believed from
-127.0.0.1 by the demo policy), signs in as one of the seeded users and then browses
-products and lots, sells with an `Idempotency-Key` (now and then sending the same sale
-twice, as a client retrying would), receives lots, reads reports and signs in again.
+127.0.0.1 by the demo policy), a new one each time it signs in again, so the limiter's
+per-IP keys keep being created and must expire. It signs in as one of the seeded users,
+browses products and lots, sells with an `Idempotency-Key` (now and then sending the same
+sale twice, as a client retrying would), receives lots, reads reports and signs in again.
 Answers the policy or the app give by design (429 limited, 409 out of stock) count as
 successes; Locust's failures are everything else. Every status seen is counted per request
 name and written as JSON to `$SOAK_STATUS_FILE` when the run ends, for the soak's table.
@@ -45,7 +46,7 @@ def _write_statuses(**_: Any) -> None:
 
 
 def client_address() -> str:
-    """A new address per user start: the limiter's per-IP keys keep being created."""
+    """A fresh client address: up to 16.7 million before they repeat."""
     n = next(_addresses)
     return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
@@ -142,4 +143,7 @@ class Shopper(HttpUser):
 
     @task(1)
     def sign_in_again(self) -> None:
+        """As if the user came back from another network."""
+        self.address = client_address()
+        self.token = ""
         self.login()
