@@ -195,7 +195,8 @@ class LimitDodges:
 
 
 def rotating(attacks: dict[str, Attack], slot_s: float, pid: int) -> Attack:
-    """One attack after another, `slot_s` seconds each, until the end."""
+    """One attack after another, `slot_s` seconds each (restarted when the sidecar closes
+    it sooner, as the pipelining and ping attackers are), until the end."""
 
     async def attack(port: int, end: float) -> None:
         started = time.monotonic()
@@ -204,7 +205,9 @@ def rotating(attacks: dict[str, Attack], slot_s: float, pid: int) -> Attack:
                 return
             minute = (time.monotonic() - started) / 60
             print(f"  {minute:4.1f} min  RSS {rss_mib(pid):.0f} MiB  -> {name}", flush=True)
-            await attacks[name](port, min(time.monotonic() + slot_s, end))
+            slot_end = min(time.monotonic() + slot_s, end)
+            while time.monotonic() < slot_end:  # again if the sidecar closed it early
+                await attacks[name](port, slot_end)
 
     return attack
 
