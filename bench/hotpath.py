@@ -9,38 +9,32 @@ spans for an OTLP exporter (queued; the encoding and the POST happen off the req
 and are measured by bench/tracing.py).
 
 The real protocol objects (client connection, pipeline, upstream connection) are driven
-in-process: a request's bytes go into the client connection, the upstream's canned answer
-goes into the pooled upstream connection, and fake transports take what the sidecar
-writes. What remains is the Python (and C extension) work of a forwarded request, without
-the kernel's. Timed, it is the best of 7 runs; with `--instructions` it is the number of
-instructions per request that cachegrind counts between a short and a long run, which
-does not depend on steal time or clock speed: the figure to compare two versions of the
-code by.
+in-process by the tests' harness (`tests/support/inprocess.py`): a request's bytes go into
+the client connection, the upstream's canned answer goes into the pooled upstream
+connection, and fake transports take what the sidecar writes. What remains is the Python
+(and C extension) work of a forwarded request, without the kernel's. Timed, it is the best
+of 7 runs; with `--instructions` it is the number of instructions per request that
+cachegrind counts between a short and a long run, which does not depend on steal time or
+clock speed: the figure to compare two versions of the code by.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import jwt
 import uvloop
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ensure_tools
-from policies.load import load_policy
-from proxy.app import Sidecar
-from proxy.server.http11 import ClientConnection
-from proxy.upstream.connection import UpstreamConnection
+from tests.support.inprocess import Harness
 
 SECRET = "bench-hotpath-secret-0123456789abcdefghijklmnop"
 HUGE = "100000000/min"
@@ -67,6 +61,7 @@ def policy(case: str) -> dict[str, object]:
     if case == "sampled":
         doc["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9/v1/traces", "sample_ratio": 1.0}
     if case == "memory":
+        doc["auth"] = {"jwt": {"algorithms": ["HS256"], "secret_env": "JWT_SECRET"}}
         doc["rate_limits"] = {
             "roles": {"viewer": HUGE},
             "endpoints": [{"name": "productos", "path_prefix": "/api/v1/productos",
@@ -83,49 +78,12 @@ def request(case: str) -> bytes:
     return REQUEST[:-2] + b"Authorization: Bearer " + token + b"\r\n\r\n"
 
 
-def _discard(lines: bytes) -> None:
-    """Where the `access-log` case's lines go: built and joined, then dropped."""
-
-
-class FakeTransport(asyncio.Transport):
-    """Takes writes and counts them; never closes, never pushes back."""
-
-    def __init__(self, peer: tuple[str, int] | None) -> None:
-        super().__init__()
-        self.peer = peer
-        self.writes = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes += 1
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.peer if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def run(case: str, requests: int, repeats: int) -> list[float]:
     """Microseconds per request of each repeat (one warm-up round first)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "policy.yaml"
-        path.write_text(yaml.safe_dump(policy(case)))
-        sidecar = Sidecar(load_policy(str(path)), str(path))
-    sidecar.access_lines.sink = _discard
-    client = ClientConnection(sidecar.server_state)
-    client_transport = FakeTransport(("127.0.0.1", 50000))
-    client.connection_made(client_transport)
-    pool = sidecar.runtime.pools["inventory"]
-    upstream = UpstreamConnection(lambda _conn: None, pool.timeouts)
-    upstream.connection_made(FakeTransport(None))
-    upstream.complete = True  # as after an exchange: the pool takes it as idle
-    pool.release(upstream, True)
+    harness = Harness(policy(case), keep=False)
+    harness.sidecar.access_lines.sink = len  # access lines are made, then dropped
+    harness.idle_upstream()
+    client, upstream = harness.client, harness.upstreams[0][0]
     data = request(case)
 
     def one() -> None:
@@ -141,8 +99,8 @@ async def run(case: str, requests: int, repeats: int) -> list[float]:
             one()
         timings.append((time.perf_counter() - started) / requests * 1e6)
     answered = WARM_UP + repeats * requests
-    if client_transport.writes != answered:
-        raise RuntimeError(f"{client_transport.writes} answers for {answered} requests")
+    if harness.client_transport.writes != answered:
+        raise RuntimeError(f"{harness.client_transport.writes} answers for {answered} requests")
     return timings
 
 

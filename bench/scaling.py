@@ -1,7 +1,7 @@
 """Exactness of shared limits across sidecar replicas: one Redis vs a 3-master Redis Cluster.
 
     python bench/scaling.py                       # 4 replicas, 4,000 decisions per topology
-    python bench/scaling.py --decisions 100000    # the issue's figure
+    python bench/scaling.py --decisions 100000    # the figure in bench/README.md
     python bench/scaling.py --replicas 8 --users 100
 
 N sidecar processes share one redis-server, then a real 3-master Redis Cluster
@@ -22,7 +22,7 @@ on core 1 (bench/common.py), so decisions/s measures the sidecars' CPU on one co
 more than Redis; the ratio says what the cluster's client (redis-py's cluster pipeline,
 which routes each batch by slot) costs against the single-server client (one RESP write per
 batch). On a bigger machine, give the replicas cores of their own to see Redis's share.
-Not covered here: the multi-worker part of issue 17 (`--workers`).
+Workers are measured by `bench/scaling_workers.py` (`--workers`).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class ServerPolicy:
         65_536, "a body up to this size is read whole before the first attempt", minimum=0
     )
     client_body_timeout: Duration = setting(
-        10.0, "longest wait between bytes of a body being read whole; 408 past it",
+        10.0, "longest wait between bytes of a request body, read whole or streamed; 408 past it",
         exclusive_minimum=0,
     )  # fmt: skip
     access_log: bool = setting(

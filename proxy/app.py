@@ -44,8 +44,9 @@ from proxy.pipeline.chain import Pipeline
 from proxy.pipeline.observe import Observer
 from proxy.pipeline.prober import BreakerProber
 from proxy.pipeline.ratelimit import RateLimiter
-from proxy.pipeline.runtime import Runtime, State
-from proxy.pipeline.sinks import SinkSender
+from proxy.pipeline.runtime import Runtime
+from proxy.pipeline.sink_sender import SinkSender
+from proxy.pipeline.state import State
 from proxy.reload import PolicyWatcher, ReloadOutcome
 from proxy.server.certificates import ServingCertificate
 from proxy.server.http11 import ClientConnection, ServerLimits, ServerState, UpgradeHandler

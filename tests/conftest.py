@@ -1,5 +1,5 @@
 """A real redis-server shared by every test that needs one: one per session, empty at each
-test's start.
+test's start; and the real sidecar process, started from a test policy.
 
 Outage tests stop or pause `redis_server`; the `redis_url` fixture of the next test brings
 it back, so a failed outage test never breaks the tests after it.
@@ -10,11 +10,15 @@ code that is not the code in the tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scripts import build_native
+from tests.support.policy_files import make_policy, write_policy
+from tests.support.processes import Process, Sidecar, free_port, start_sidecar
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
@@ -63,3 +67,23 @@ def redis_cluster(redis_cluster_session: RedisCluster) -> RedisCluster:
         node.command("FLUSHALL")
         node.command("SCRIPT", "FLUSH")
     return cluster
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+    started: list[Process] = []
+
+    def start(
+        upstream_url: str, *args: str, env: dict[str, str] | None = None, **overrides: Any
+    ) -> Sidecar:
+        port = free_port()
+        config = write_policy(
+            tmp_path / f"policy-{port}.yaml", make_policy(port, upstream_url, **overrides)
+        )
+        proc = start_sidecar(config, port, *args, **(env or {}))
+        started.append(proc)
+        return Sidecar(proc, port, config)
+
+    yield start
+    for proc in started:
+        proc.stop()

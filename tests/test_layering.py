@@ -1,4 +1,4 @@
-"""The import rule of DESIGN.md: a module imports only from lower layers.
+"""The import rule of docs/architecture.md ("Layers"): a module imports only from lower layers.
 
 Layers are read from the module path; upstream_app stands apart and imports neither
 `proxy` nor `policies`. Imports inside `if TYPE_CHECKING:` are annotations only and allowed.

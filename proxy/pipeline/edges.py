@@ -53,5 +53,5 @@ def answered_preflight(
     if response is not None:
         lines = response.lines + lines
     note.reason = "cors_preflight"
-    conn.send_response(head, 204, [], b"", lines)
+    conn.response.send_response(head, 204, [], b"", lines)
     return True

@@ -14,10 +14,11 @@ from typing import Final
 
 from proxy.core.header_rules import HeaderRules
 from proxy.core.headers import FRAMING, HOP_BY_HOP, REPLACED_ON_REQUEST, connection_tokens
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, RequestTimeout
 from proxy.server.http11 import ClientConnection
 from proxy.server.request import Headers, RequestBody, RequestHead
 from proxy.upstream.connection import (
+    AttemptTimeout,
     HeadWaiter,
     UpstreamConnection,
     UpstreamFailure,
@@ -69,19 +70,6 @@ def _frame(chunk: bytes, chunked: bool) -> bytes:
     return b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
 
 
-async def _upload_streaming(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> None:
-    """First attempt: send the body as it arrives; abort the upstream request on error."""
-    try:
-        while (chunk := await body.next_chunk()) is not None:
-            conn.write(_frame(chunk, chunked))
-            await conn.drain()
-    except ProxyError:
-        conn.abort()
-        return
-    if chunked:
-        conn.write(b"0\r\n\r\n")
-
-
 def _upload_kept(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> None:
     """A retry: resend the kept copy of the (complete) body."""
     for chunk in body.kept:
@@ -93,11 +81,13 @@ def _upload_kept(conn: UpstreamConnection, body: RequestBody, chunked: bool) -> 
 class Attempt:
     """One try against the upstream; holds the connection until relayed or dropped."""
 
-    __slots__ = ("conn", "held", "pool", "response", "uploader")
+    __slots__ = ("awaiting_client", "conn", "held", "pool", "response", "uploader")
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.held = False
+        self.awaiting_client = False
+        """The upload waits for the client's next body bytes (not for the upstream)."""
         self.conn: UpstreamConnection | None = None
         self.response: ResponseHead | None = None
         self.uploader: asyncio.Task[None] | None = None
@@ -124,7 +114,7 @@ class Attempt:
         if body is not None:
             if first:
                 self.uploader = asyncio.get_running_loop().create_task(
-                    _upload_streaming(conn, body, head.chunked)
+                    self._upload_streaming(conn, body, head.chunked)
                 )
             else:
                 _upload_kept(conn, body, head.chunked)
@@ -132,15 +122,40 @@ class Attempt:
             self.response = await waiter.future
             if head.websocket and self.response.status != 101:
                 conn.upgrade = False  # refused: the connection may serve plain requests again
-        except UpstreamFailure:
+        except UpstreamFailure as failure:
             conn.abort()
-            if body is not None and body.error is not None:
-                raise body.error from None
+            if body is not None:
+                if isinstance(failure, AttemptTimeout) and self.awaiting_client:
+                    # The upstream cannot answer a body the client holds back: the
+                    # client's fault (408), not an upstream timeout (CONTRACT 14).
+                    body.fail(RequestTimeout("request body not received in time"))
+                if body.error is not None:
+                    raise body.error from None
             raise
         except asyncio.CancelledError:
             conn.abandon()
             raise
         return self.response
+
+    async def _upload_streaming(
+        self, conn: UpstreamConnection, body: RequestBody, chunked: bool
+    ) -> None:
+        """First attempt: send the body as it arrives; abort the upstream request on error
+        (a body too large, or a client that stalls it past `client_body_timeout`)."""
+        try:
+            while True:
+                self.awaiting_client = True
+                chunk = await body.next_chunk()
+                self.awaiting_client = False
+                if chunk is None:
+                    break
+                conn.write(_frame(chunk, chunked))
+                await conn.drain()
+        except ProxyError:
+            conn.abort()
+            return
+        if chunked:
+            conn.write(b"0\r\n\r\n")
 
     def hold(self) -> None:
         """Keep this answer while a retry is prepared; it may still be the one returned."""
@@ -222,20 +237,21 @@ class Relay:
             lines = rules.filter_lines(lines)
         if extra:
             lines.append(extra)
-        self.has_body = self.client.send_head_lines(head, resp.status, lines, length)
+        self.has_body = self.client.response.send_head_lines(head, resp.status, lines, length)
         if self.attempt.held:
             conn.resume_reading()
         conn.pipe(self._sink if self.has_body else None, self._ended)
 
     def _sink(self, chunk: bytes) -> None:
         client = self.client
-        client.send_body(chunk)
-        if client.write_paused and not self.paused:
+        client.response.send_body(chunk)
+        flow = client.flow
+        if flow.write_paused and not self.paused:
             self.paused = True
             conn = self.attempt.conn
             assert conn is not None
             conn.pause_reading()
-            client.on_resume_writing(self._resume)
+            flow.on_resume_writing(self._resume)
 
     def _resume(self) -> None:
         self.paused = False
@@ -250,7 +266,7 @@ class Relay:
         finished = failure is None
         if finished:
             if self.has_body:
-                self.client.end_body()
+                self.client.response.end_body()
         else:
             self.client.abort()
         uploader = attempt.uploader

@@ -6,7 +6,6 @@ client's own `X-User-Id`/`X-User-Role` were already dropped by the forwarding ru
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from typing import TYPE_CHECKING
 
@@ -26,23 +25,19 @@ def identify(head: RequestHead, runtime: Runtime) -> Identity:
     try:
         return runtime.verifier.verify(authorization)
     except KeysRefreshing:
-        raise  # `identify_settled` waits for the refresh; the fast path hands over to it
+        raise  # the Identify stage waits for the refresh, then `identify_after_refresh`
     except InvalidToken:
         if runtime.policy.auth.invalid_token == "anonymous":
             return ANONYMOUS
         raise
 
 
-async def identify_settled(head: RequestHead, runtime: Runtime) -> Identity:
-    """`identify`, judging a token with an unknown `kid` after the early key refresh."""
+def identify_after_refresh(head: RequestHead, runtime: Runtime) -> Identity:
+    """`identify` once the early key refresh its token started has ended (the Identify
+    stage waits for it): a token whose `kid` is still unknown had its chance."""
     try:
         return identify(head, runtime)
-    except KeysRefreshing as pending:
-        # `wait` neither raises the refresh's failure nor cancels it if this request goes.
-        await asyncio.wait((pending.waiter,))
-    try:
-        return identify(head, runtime)
-    except KeysRefreshing as again:  # yet another refresh: the token had its chance
+    except KeysRefreshing as again:  # yet another refresh
         if runtime.policy.auth.invalid_token == "anonymous":
             return ANONYMOUS
         raise InvalidToken(again.message) from None

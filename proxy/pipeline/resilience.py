@@ -1,6 +1,6 @@
 """The attempt loop of one forwarded request: breaker, send, classify, retry, relay.
 
-Rules it keeps (CONTRACT 5 and 9):
+Rules it keeps (docs/architecture.md, "A request's life"):
 - every attempt passes the upstream's breaker; an open breaker answers at once and stops
   further retries, and then the last upstream answer (if any) is what the client gets;
 - a POST (any method outside `retry.methods`) is sent again only when nothing was sent
@@ -27,9 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from proxy.core.backoff import parse_retry_after
 from proxy.core.breaker import Permit
 from proxy.core.header_rules import HeaderRules
-from proxy.core.identity import Identity
 from proxy.core.outcomes import CONNECT_FAILURE, STATUS, TIMEOUT, OutcomeKind, attempt_label
-from proxy.core.routing import Route
 from proxy.core.tracecontext import new_span_id
 from proxy.errors import (
     CircuitOpen,
@@ -38,9 +36,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.pipeline.forward import Attempt, Relay, upstream_head
-from proxy.pipeline.observe import RequestNote
-from proxy.pipeline.runtime import Runtime
+from proxy.pipeline.forward import Attempt, Relay
 from proxy.upstream.connection import (
     AttemptTimeout,
     ConnectFailure,
@@ -50,8 +46,12 @@ from proxy.upstream.connection import (
 from proxy.upstream.head import ResponseHead
 
 if TYPE_CHECKING:
+    from proxy.metrics import Metrics
+    from proxy.pipeline.observe import RequestNote
+    from proxy.pipeline.state import Guard
     from proxy.server.http11 import ClientConnection
-    from proxy.server.request import Headers, RequestBody, RequestHead
+    from proxy.server.request import RequestBody, RequestHead
+    from proxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("proxy.server")
 
@@ -93,58 +93,53 @@ class Exchange:
     owner: ExchangeOwner | None = None
     switched: Attempt | None = None
     """The attempt whose upstream answered 101 to a tunnel request: the tunnel's now."""
-    identity: Identity | None = None
     response_rules: HeaderRules | None = None
     """The route's `response_headers`: their names are taken out of the upstream's answer."""
 
     def __init__(
         self,
-        client: ClientConnection,
+        name: str,
+        pool: UpstreamPool,
+        guard: Guard,
+        metrics: Metrics,
+        client: ClientConnection | None,
         head: RequestHead,
         body: RequestBody | None,
-        route: Route,
-        runtime: Runtime,
+        head_bytes: bytes,
         extra_lines: bytes,
-        identity_headers: Headers,
-        forwarded_for: bytes,
-        now: float,
+        started: float,
+        deadline_s: float | None,
         note: RequestNote,
+        span_id: bytes,
     ) -> None:
-        """Raises Overloaded when the upstream has `max_in_flight` requests already."""
-        self.name = name = route.upstream.name
-        self.pool = pool = runtime.pools[name]
+        """Raises Overloaded when the upstream has `max_in_flight` requests already.
+
+        `client` None: nobody to relay the answer to (an alert sink's POST); `run()` then
+        reads the answer to its end and returns its status. `head_bytes` carries `span_id`
+        as the traceparent's parent-id (a retry of a recorded trace replaces it).
+        `started` is when the route's `deadline_s` starts and the first attempt is measured
+        from (see `RequestContext.resume` for why that is not always the head's arrival)."""
+        self.name = name
+        self.pool = pool
         if pool.full:
             raise Overloaded(f"upstream '{name}' has too many requests in flight")
-        self.guard = guard = runtime.guards[name]
-        self.route_name = route.name
+        self.guard = guard
+        self.metrics = metrics
         self.client = client
         self.head = head
         self.body = body
-        self.metrics = runtime.metrics
+        self.head_bytes = head_bytes
         self.extra_lines = extra_lines
         """Rendered header lines every answer to the client carries (the rate limits)."""
-        proto = head.forwarded_proto
-        if proto is None or not runtime.trusted.is_trusted(head.peer_ip):
-            proto = client.state.scheme
-        target = route.upstream_target(head.target) if route.strip_prefix else None
-        edges = route.edges
-        if edges is not None:
-            if edges.request is not None:
-                head.headers = edges.request.apply(head.headers)
-            self.response_rules = edges.response
+        self.started = started
+        if deadline_s is not None:
+            self.deadline = started + deadline_s
         self.note = note
         note.upstream = name
-        trace = note.trace
-        # The upstream's parent-id: this attempt's client span when the trace is recorded,
-        # else the sidecar's span (no client spans are kept then).
-        self.span_id = span_id = new_span_id() if trace.recorded else trace.span_id
-        self.head_bytes = upstream_head(
-            head, target or route.base + head.target, forwarded_for, proto, identity_headers,
-            trace.header_lines(span_id),
-        )  # fmt: skip
-        if route.deadline_s is not None:
-            self.deadline = now + route.deadline_s
-        guard.budget.record_request(now)
+        self.span_id = span_id
+        """The upstream's parent-id: this attempt's client span when the trace is recorded,
+        else the sidecar's span (no client spans are kept then)."""
+        guard.budget.record_request(started)
         pool.in_flight += 1
 
     # -- decisions (both drivers) -----------------------------------------------------------
@@ -260,12 +255,14 @@ class Exchange:
         self.pool.in_flight -= 1
 
     # -- the general driver -------------------------------------------------------------------
-    async def run(self, delay: float | None = None) -> None:
-        """All attempts as a coroutine; `delay`: go on after a first attempt by callbacks."""
+    async def run(self, delay: float | None = None) -> int:
+        """All attempts as a coroutine; `delay`: go on after a first attempt by callbacks.
+        The status of the answer passed on; raises ProxyError when there is none."""
         body = self.body
         try:
-            if self.head.expect_continue and self.attempt_no == 0:
-                self.client.send_continue()
+            client = self.client
+            if client is not None and self.head.expect_continue and self.attempt_no == 0:
+                client.response.send_continue()
             if delay is not None:
                 await asyncio.sleep(delay)
             while True:
@@ -294,19 +291,29 @@ class Exchange:
             kept, self.kept = self.kept, None
             if kept is None:
                 raise self._outcome_error()
+            if client is None:
+                return await kept.consume()
             response = kept.response
-            if response is not None and response.status == 101:
+            assert response is not None
+            if response.status == 101:
                 self.switched = kept  # only a tunnel request gets one (`upgrade` on begin)
-                return
-            await kept.relay(self.client, self.head, self.extra_lines, self.response_rules)
+                return 101
+            await kept.relay(client, self.head, self.extra_lines, self.response_rules)
+            return response.status
         finally:
             self.close()
 
     # -- the callback driver ----------------------------------------------------------------
     def start(self, owner: ExchangeOwner) -> None:
-        """Drive a request without a body; `owner` hears how it ended."""
+        """Drive the exchange; `owner` hears how it ended. By callbacks when the request has
+        no body and a warm connection is idle; by the coroutine `run()` in a task otherwise
+        (an upgrade too: its attempt marks the upstream connection, see `Attempt.send`)."""
         self.owner = owner
-        conn = None if self.head.expect_continue else self.pool.take_idle()
+        head = self.head
+        if self.body is not None or head.expect_continue or head.websocket:
+            self._hand_over(None)
+            return
+        conn = self.pool.take_idle()
         if conn is None:
             self._hand_over(None)
             return
@@ -318,7 +325,7 @@ class Exchange:
         self.permit = permit
         attempt = self.attempt = Attempt(self.pool)
         attempt.conn = conn
-        self.sent_at = now = self.head.received_at
+        self.sent_at = now = self.started
         conn.begin(self.head.method == b"HEAD", now + self._timeout(now), self)
         conn.transport.write(self.head_bytes)  # type: ignore[union-attr]
 
@@ -332,7 +339,7 @@ class Exchange:
             self._hand_over(delay)
             return
         kept, self.kept = self.kept, None
-        assert kept is not None
+        assert kept is not None and self.client is not None
         self.relay = Relay(kept, self.client, self._relayed)
         self.relay.start(self.head, self.extra_lines, self.response_rules)
 

@@ -172,8 +172,8 @@ def open_tunnel(
         status_line(101), b"".join(response.lines), limits, head.request_id,
     )  # fmt: skip
     client_transport.write(rendered)
-    conn.status = 101
-    conn.bytes_out = len(rendered)
+    conn.response.status = 101
+    conn.response.bytes_out = len(rendered)
     tunnel = Tunnel(client_transport, upstream_transport, idle_timeout)
     tunnel.start(from_client, upstream.upgraded or b"")
     return tunnel

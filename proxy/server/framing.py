@@ -13,9 +13,14 @@ which let a malformed request reach the upstream before:
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxy.core.paths import normalise_path
 from proxy.errors import BadRequest, BodyTooLarge, ProxyError
 from proxy.server.request import RequestHead
+
+HASH: Final = 35
+"""`#` as a byte value."""
 
 
 def check_head(head: RequestHead, max_body_bytes: int) -> ProxyError | None:
@@ -41,7 +46,7 @@ def check_head(head: RequestHead, max_body_bytes: int) -> ProxyError | None:
     if length is not None and length > max_body_bytes:
         return BodyTooLarge(f"request body is larger than {max_body_bytes} bytes")
     target = head.target
-    if b"#" in target:
+    if HASH in target:  # an int: see `proxy.core.paths` for why
         return BadRequest("the request target holds a fragment (#)")
     path = head.path
     try:

@@ -33,15 +33,18 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
+from proxy.server.flow import FlowControl
 from proxy.server.framing import body_framing, check_head
 from proxy.server.request import Headers, RequestBody, RequestHead
-from proxy.server.responses import JSON, error_headers, status_line
+from proxy.server.responses import error_headers
+from proxy.server.writer import ResponseWriter
 
 log = logging.getLogger("proxy.server")
 
 Handler = Callable[["ClientConnection", RequestHead, "RequestBody | None"], Awaitable[None]]
-FastHandler = Callable[["ClientConnection", RequestHead], bool]
-"""Takes a request without a body at once (True) or leaves it to the serving task."""
+FastHandler = Callable[["ClientConnection", RequestHead], None]
+"""Takes a request without a body at once, from the parser's callback; it calls
+`request_done()` when the request is over."""
 UpgradeHandler = Callable[[asyncio.Transport, bytes, RequestHead], None]
 
 MAX_PIPELINED = 8
@@ -167,22 +170,23 @@ class _Reject(Exception):
 
 class ClientConnection:
     """One client connection: an asyncio protocol (duck-typed: a compiled class cannot
-    subclass `asyncio.Protocol`, and the event loop only calls the methods)."""
+    subclass `asyncio.Protocol`, and the event loop only calls the methods).
+
+    It parses, reads ahead a bounded number of pipelined requests and hands each to the
+    pipeline in order; the response being written is `response` (`server/writer.py`) and
+    the writing side of flow control is `flow` (`server/flow.py`)."""
 
     __slots__ = (
         "_begun",
         "_body",
-        "_closing_after",
         "_head_size",
         "_head_started",
         "_headers",
-        "_held",
         "_last_activity",
         "_loop",
         "_parser",
         "_pending",
         "_read_paused",
-        "_response_started",
         "_resumed_body",
         "_task",
         "_tunnel_held",
@@ -190,16 +194,13 @@ class ClientConnection:
         "_upgrade_body",
         "_url",
         "_waiter",
-        "_write_waiters",
         "active",
         "busy",
-        "bytes_out",
-        "chunked_out",
+        "flow",
         "peer_ip",
+        "response",
         "state",
-        "status",
         "transport",
-        "write_paused",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -224,17 +225,11 @@ class ClientConnection:
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._read_paused = False
-        self.write_paused = False
-        self._write_waiters: list[asyncio.Future[None]] = []
-        self._response_started = False
-        self._closing_after = False
-        self._held: bytes | None = None
+        self.flow = FlowControl()
+        self.response = ResponseWriter(state)
+        """The response being written (one at a time, in order)."""
         self.busy = False
         self.active: Cancellable | None = None
-        self.chunked_out = False
-        self.status = 0
-        self.bytes_out = 0
-        """Bytes written for the current response (head, framing and body)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -243,7 +238,9 @@ class ClientConnection:
             state.on_refused()
             cast(asyncio.Transport, transport).abort()  # at once: its descriptor is short
             return
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self.flow.transport = self.response.transport = cast(
+            asyncio.Transport, transport
+        )
         self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
@@ -265,10 +262,7 @@ class ClientConnection:
         if active is not None:
             active.cancel()
         self._wake()
-        for waiter in self._write_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._write_waiters.clear()
+        self.flow.release_writers()
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -284,7 +278,7 @@ class ClientConnection:
         start = 0
         end = len(data)
         while start < end:
-            if len(self._pending) >= MAX_PIPELINED or self.write_paused:
+            if len(self._pending) >= MAX_PIPELINED or self.flow.write_paused:
                 self._unparsed = data[start:]
                 self._pause_reading()
                 return
@@ -310,15 +304,11 @@ class ClientConnection:
     def pause_writing(self) -> None:
         # The transport's unsent output passed its high-water mark (64 KiB under uvloop and
         # asyncio, within the 256 KiB of CONTRACT 14): read nothing more until it drains.
-        self.write_paused = True
+        self.flow.pause_writing()
         self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._write_waiters = self._write_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume_writing()
         self._resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------
@@ -366,8 +356,12 @@ class ClientConnection:
             raise _Reject(refused)
         body: RequestBody | None = None
         if head.chunked or head.content_length:
+            limits = self.state.limits
             body = RequestBody(
-                self.state.limits.max_body_bytes, self._pause_reading, self._resume_reading
+                limits.max_body_bytes,
+                self._pause_reading,
+                self._resume_reading,
+                limits.client_body_timeout,
             )
             if head.upgrade is not None and parser.should_upgrade():
                 # llhttp skips an upgrade's body: it is read after the upgrade point, and
@@ -379,9 +373,8 @@ class ClientConnection:
             fast = self.state.fast
             if fast is not None and self.transport is not None and not self.transport.is_closing():
                 self._begin_response(head)
-                if fast(self, head):
-                    return
-                self.busy = False
+                fast(self, head)
+                return
         self._body = body
         self._pending.append((head, body))
         if len(self._pending) >= MAX_PIPELINED:
@@ -432,11 +425,11 @@ class ClientConnection:
             self._last_activity = time.monotonic()
             if body is not None and not body.done:
                 # The body was not read to its end: the connection cannot be reused.
-                self._closing_after = True
+                self.response.closing_after = True
             if head.websocket:
                 # An upgrade not taken over: what the client sent after it is unparsable.
-                self._closing_after = True
-            if self._closing_after or self.state.draining:
+                self.response.closing_after = True
+            if self.response.closing_after or self.state.draining:
                 self.close()
                 return
 
@@ -448,23 +441,20 @@ class ClientConnection:
         if head.content_length is not None and head.content_length > limits.request_buffer_bytes:
             return
         if head.expect_continue:
-            self.send_continue()
+            self.response.send_continue()
             head.expect_continue = False  # answered: the body is read here, not by an attempt
         await body.wait_buffered(limits.request_buffer_bytes, limits.client_body_timeout)
 
     def _begin_response(self, head: RequestHead) -> None:
         self.busy = True
-        self._response_started = False
-        self.chunked_out = False
-        self.bytes_out = 0
-        self._closing_after = not head.keep_alive or self.state.draining
+        self.response.begin(head.keep_alive)
 
     def request_done(self) -> None:
         """A request taken by the fast handler has been answered: serve the next one."""
         self.busy = False
         self.active = None
         self._last_activity = time.monotonic()
-        if self._closing_after or self.state.draining:
+        if self.response.closing_after or self.state.draining:
             self.close()
         elif self._pending:
             if self._task is None:
@@ -477,10 +467,10 @@ class ClientConnection:
             self._waiter.set_result(None)
 
     def _answer_error(self, head: RequestHead, error: ProxyError) -> None:
-        if self._response_started:
+        if self.response.started:
             self.abort()
             return
-        self.send_response(head, error.status, error_headers(error), error.body())
+        self.response.send_response(head, error.status, error_headers(error), error.body())
 
     def _fail(self, error: ProxyError) -> None:
         """A request we cannot parse: answer it if nothing was sent yet, then close."""
@@ -492,11 +482,11 @@ class ClientConnection:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not self._response_started:
+        if not self.response.started:
             head = RequestHead(b"GET", b"/", [], "1.1", False, self.peer_ip, time.monotonic())
             head.request_id = new_request_id()
-            self._closing_after = True
-            self.send_response(head, error.status, error_headers(error), error.body())
+            self.response.closing_after = True
+            self.response.send_response(head, error.status, error_headers(error), error.body())
         transport.close()
 
     def _on_upgrade(self, data: bytes, offset: int) -> None:
@@ -537,7 +527,7 @@ class ClientConnection:
         self.state.connections.discard(self)
         transport = self.transport
         assert transport is not None
-        self.transport = None
+        self.transport = self.flow.transport = self.response.transport = None
         raw = rebuild_head(head) + data[offset:]
         takeover(transport, raw, head)
 
@@ -548,7 +538,7 @@ class ClientConnection:
         if transport is None or transport.is_closing() or not self._tunnel_held:
             return None
         self.state.connections.discard(self)
-        self.transport = None
+        self.transport = self.flow.transport = self.response.transport = None
         rest, self._unparsed = self._unparsed or b"", None
         return transport, rest
 
@@ -560,7 +550,7 @@ class ClientConnection:
 
     def _resume_reading(self) -> None:
         """Parse what was held back, then read again, unless a bound still holds."""
-        if self.write_paused or self._tunnel_held or len(self._pending) >= MAX_PIPELINED:
+        if self.flow.write_paused or self._tunnel_held or len(self._pending) >= MAX_PIPELINED:
             return
         held = self._unparsed
         if held is not None:
@@ -572,121 +562,17 @@ class ClientConnection:
             self._read_paused = False
             self.transport.resume_reading()
 
-    @property
-    def response_started(self) -> bool:
-        return self._response_started
-
-    async def drain(self) -> None:
-        if self.write_paused and self.transport is not None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._write_waiters.append(waiter)
-            await waiter
-
-    def on_resume_writing(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once writing may go on (used to pause an upstream read)."""
-        waiter = asyncio.get_running_loop().create_future()
-        waiter.add_done_callback(lambda _f: callback())
-        self._write_waiters.append(waiter)
-
-    # -- writing responses -----------------------------------------------------------------
-    def send_continue(self) -> None:
-        if self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def send_head(
-        self,
-        head: RequestHead,
-        status: int,
-        headers: Headers,
-        length: int | None,
-        extra_lines: bytes = b"",
-    ) -> bool:
-        """Write the status line and headers (then `extra_lines`, rendered), adding framing;
-        True when a body follows."""
-        lines = [name + b": " + value + b"\r\n" for name, value in headers]
-        if extra_lines:
-            lines.append(extra_lines)
-        return self.send_head_lines(head, status, lines, length)
-
-    def send_head_lines(
-        self, head: RequestHead, status: int, lines: list[bytes], length: int | None
-    ) -> bool:
-        """Like `send_head`, with header lines already rendered (`Name: value\\r\\n`).
-
-        `length` None means the body length is unknown: chunked to an HTTP/1.1 client,
-        close-delimited to an HTTP/1.0 one. `lines` is extended in place.
-        """
-        self._response_started = True
-        self.status = status
-        method = head.method
-        # RFC 9112 6.3: these responses never have a body, whatever their headers say.
-        no_body = method == b"HEAD" or status < 200 or status == 204 or status == 304
-        out = lines
-        if length is not None:
-            if not no_body or method == b"HEAD":
-                out.append(b"Content-Length: %d\r\n" % length)
-        elif not no_body:
-            if head.http_version == "1.1":
-                out.append(b"Transfer-Encoding: chunked\r\n")
-                self.chunked_out = True
-            else:
-                self._closing_after = True
-        if self._closing_after or self.state.draining:
-            self._closing_after = True
-            out.append(b"X-Request-Id: %s\r\nConnection: close\r\n\r\n" % head.request_id)
-        elif head.http_version == "1.0":
-            out.append(b"X-Request-Id: %s\r\nConnection: keep-alive\r\n\r\n" % head.request_id)
-        else:
-            out.append(b"X-Request-Id: %s\r\n\r\n" % head.request_id)
-        rendered = status_line(status) + b"".join(out)
-        if no_body:
-            if self.transport is not None:
-                self.bytes_out += len(rendered)
-                self.transport.write(rendered)
-        else:
-            # Held back so the head and the first piece of body leave in one write.
-            self._held = rendered
-        return not no_body
-
-    def send_body(self, chunk: bytes) -> None:
-        if not chunk or self.transport is None:
-            return
-        if self.chunked_out:
-            chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
-        if self._held is not None:
-            chunk = self._held + chunk
-            self._held = None
-        self.bytes_out += len(chunk)
-        self.transport.write(chunk)
-
-    def end_body(self) -> None:
-        tail = b"0\r\n\r\n" if self.chunked_out else b""
-        if self._held is not None:
-            tail = self._held + tail
-            self._held = None
-        if tail and self.transport is not None:
-            self.bytes_out += len(tail)
-            self.transport.write(tail)
-
-    def send_response(
-        self,
-        head: RequestHead,
-        status: int,
-        headers: Headers,
-        body: bytes,
-        extra_lines: bytes = b"",
-    ) -> None:
-        if self.send_head(head, status, headers, len(body), extra_lines):
-            self.send_body(body)
-            self.end_body()
+    # -- what the sidecar's own endpoints write with (the pipeline uses `response`) --------
+    def send_response(self, head: RequestHead, status: int, headers: Headers, body: bytes) -> None:
+        self.response.send_response(head, status, headers, body)
 
     def send_json(
         self, head: RequestHead, status: int, body: bytes, extra: Headers | None = None
     ) -> None:
-        self.send_response(head, status, [JSON, *(extra or ())], body)
+        self.response.send_json(head, status, body, extra)
 
     def close_after_response(self) -> None:
-        self._closing_after = True
+        self.response.closing_after = True
 
     def abort(self) -> None:
         """Cut the connection: the only honest answer once a response is half sent."""

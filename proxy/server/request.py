@@ -84,13 +84,22 @@ class RequestBody:
         "_resume",
         "_waiter",
         "done",
+        "idle_timeout",
         "kept",
         "limit",
         "size",
     )
 
-    def __init__(self, limit: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        idle_timeout: float = 10.0,
+    ) -> None:
         self.limit = limit
+        self.idle_timeout = idle_timeout
+        """`client_body_timeout`: longest wait between two bytes of the client's body."""
         self._pause = pause
         self._resume = resume
         self._paused = False
@@ -140,7 +149,9 @@ class RequestBody:
             waiter.set_result(None)
 
     async def next_chunk(self) -> bytes | None:
-        """The next chunk, or None at the end; raises the body's error (e.g. too large)."""
+        """The next chunk, or None at the end; raises the body's error (e.g. too large, or
+        408 when the client sends no byte for `idle_timeout`: a streamed body that stalls
+        is the client's fault, CONTRACT 14)."""
         while True:
             if self._error is not None:
                 raise self._error
@@ -153,29 +164,30 @@ class RequestBody:
                 return chunk
             if self.done:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait_for_bytes(self.idle_timeout)
 
     async def wait_buffered(self, limit: int, idle_timeout: float) -> None:
         """Wait, consuming nothing, until the body is complete or more than `limit` bytes
         came; RequestTimeout (408) when no byte arrives for `idle_timeout` seconds."""
-        loop = asyncio.get_running_loop()
         while not self.done and self._error is None and self.size <= limit:
-            size = self.size
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(idle_timeout, _wake_up, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if self.size == size and not self.done and self._error is None:
-                self.fail(RequestTimeout("request body not received in time"))
+            await self._wait_for_bytes(idle_timeout)
         if self._error is not None:
             raise self._error
+
+    async def _wait_for_bytes(self, idle_timeout: float) -> None:
+        """Wait for the next byte, the end or an error; past `idle_timeout` without any,
+        fail the body with RequestTimeout."""
+        loop = asyncio.get_running_loop()
+        size = self.size
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(idle_timeout, _wake_up, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        if self.size == size and not self.done and self._error is None:
+            self.fail(RequestTimeout("request body not received in time"))
 
     async def read_all(self) -> bytes:
         """The whole body (for the sidecar's own endpoints, which are small)."""

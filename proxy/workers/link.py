@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from proxy.pipeline.runtime import State
+from proxy.pipeline.state import State
 from proxy.workers.board import LOCAL_ONLY, TOTALS
 from proxy.workers.channel import Message, receive, send
 from proxy.workers.totals import snapshot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -215,3 +216,45 @@ async def test_a_small_body_sent_slowly_is_read_whole_then_forwarded(upstream, s
     writer.close()
     assert head.startswith(b"HTTP/1.1 200")
     assert upstream.hits("/echo/slow-body")[0].body == b"abcdef"
+
+
+@pytest.mark.parametrize(
+    ("client_body_timeout", "attempt_timeout"),
+    [("300ms", "5s"), ("10s", "300ms")],
+    ids=["client-body-timeout-first", "attempt-timeout-first"],
+)
+async def test_stalled_large_body_does_not_open_breaker(
+    upstream, sidecar_factory, client_body_timeout, attempt_timeout
+) -> None:
+    """A body above `request_buffer_bytes` streams; its client stalling mid-stream is the
+    client's fault, whichever timer fires first: 408 (or a closed connection), never an
+    upstream failure."""
+    sidecar = sidecar_factory(
+        upstream.url,
+        server={"request_buffer_bytes": 1024, "client_body_timeout": client_body_timeout},
+        upstreams={
+            "inventory": {"timeout": attempt_timeout, "circuit_breaker": {"failure_threshold": 2}}
+        },
+    )
+    stalled = (
+        b"POST /echo/stalled-large HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+        + b"x" * 4096
+    )
+    for _ in range(3):
+        raw = await exchange(sidecar.port, stalled, read_timeout=10)
+        assert status_codes(raw) in ([408], []), raw
+    assert len(upstream.hits("/echo/stalled-large")) == 0  # never completed upstream
+    admin = f"Authorization: Bearer {token('1', 'admin')}"
+    raw = await exchange(
+        sidecar.port,
+        get("/api/v1/resilience/circuit-breakers/inventory", admin, "Connection: close"),
+    )
+    stats = bodies(raw)[0]
+    assert (stats["state"], stats["total_failures"]) == ("closed", 0), stats
+    raw = await exchange(sidecar.port, get("/metrics", "Connection: close"))
+    attempts = re.findall(
+        rb'resilience_proxy_upstream_attempts_total\{outcome="(\w+)",upstream="inventory"\} (\S+)',
+        raw,
+    )
+    failed = {outcome: float(n) for outcome, n in attempts if outcome != b"success"}
+    assert failed and not any(failed.values()), failed

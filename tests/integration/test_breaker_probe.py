@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,43 +11,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.inventory_app import InventoryApp
 from tests.support.policy_files import make_policy, write_policy
-from tests.support.processes import Process, base_env, free_port, start_sidecar, wait_http
+from tests.support.processes import free_port, start_sidecar
 from tests.support.tokens import bearer
 
 ADMIN = bearer("1", "admin")
 RECOVERY_TIMEOUT_S = 300
 
 
-class App:
-    """The inventory app on a fixed port, so it can be killed and started again there."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.port = free_port()
-        self.proc: Process | None = None
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "upstream_app", "--host", "127.0.0.1"]
-        args += ["--port", str(self.port), "--db", str(self.db)]
-        self.proc = Process(args, base_env())
-        wait_http(f"http://127.0.0.1:{self.port}/healthz", proc=self.proc.popen)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.signal(signal.SIGKILL)
-        self.proc.wait()
-        self.proc.stop()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[App]:
-    app = App(tmp_path / "inv.db")
+def app(tmp_path: Path) -> Iterator[InventoryApp]:
+    app = InventoryApp(tmp_path / "inv.db")
     app.start()
     yield app
     app.stop()
@@ -93,7 +66,7 @@ async def open_the_breaker(http: aiohttp.ClientSession, url: str) -> None:
 
 
 async def test_app_killed_then_restarted_breaker_recovers_by_its_probe(
-    app: App, tmp_path: Path
+    app: InventoryApp, tmp_path: Path
 ) -> None:
     port = free_port()
     probe = {"path": "/healthz", "interval": "200ms"}
@@ -125,7 +98,7 @@ async def test_app_killed_then_restarted_breaker_recovers_by_its_probe(
 
 
 async def test_without_a_probe_the_breaker_waits_for_its_recovery_timeout(
-    app: App, tmp_path: Path
+    app: InventoryApp, tmp_path: Path
 ) -> None:
     port = free_port()
     config = write_policy(tmp_path / "policy.yaml", sidecar_policy(port, app.port, None))

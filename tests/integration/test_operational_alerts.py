@@ -14,9 +14,8 @@ import pytest
 import websockets
 import yaml
 
-from tests.integration.conftest import Sidecar
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.processes import EVENTS_TOKEN
+from tests.support.processes import EVENTS_TOKEN, Sidecar
 from tests.support.redis_server import RedisServer
 from tests.support.tokens import bearer
 

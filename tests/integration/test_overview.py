@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.integration.conftest import Sidecar
 from tests.support.fault_upstream import FaultUpstream
+from tests.support.processes import Sidecar
 from tests.support.tokens import bearer
 
 ADMIN = bearer("1", "admin")

@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import websockets
 
-from tests.integration.conftest import Sidecar
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.processes import EVENTS_TOKEN
+from tests.support.processes import EVENTS_TOKEN, Sidecar
 from tests.support.tokens import bearer
 
 SERVICE = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
@@ -117,12 +116,14 @@ async def test_4xx_is_sent_once_5xx_is_retried_until_the_breaker_opens(
             assert got["title"] == f"Stock Bajo {n}"
         # 400: one POST per alert, never retried, and the breaker never counts it.
         await poll(lambda: len(upstream.hits("/status/400")) == 3)
-        # 503: alert 0 takes 3 attempts, alert 1 the 4th (the breaker opens), then nothing.
+        # 503: alert 0 takes 3 attempts, alert 1 the 4th (the breaker opens: its 503 is
+        # its outcome, as for any exchange), then nothing: alert 2 is rejected.
         await poll(lambda: len(upstream.hits("/status/503")) == 4)
         await metrics_with(
             http,
             sidecar.url,
-            'sink_deliveries_total{outcome="rejected",sink="failing"} 2.0',
+            'sink_deliveries_total{outcome="failure",sink="failing"} 2.0',
+            'sink_deliveries_total{outcome="rejected",sink="failing"} 1.0',
             'sink_deliveries_total{outcome="failure",sink="rejecting"} 3.0',
         )
         async with http.get(

@@ -46,3 +46,18 @@ def make_policy(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any
 def write_policy(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def resilient_upstream(timeout: str = "1s") -> dict[str, Any]:
+    """An upstream's settings for fault scenarios: short attempts, quick retries, and a
+    breaker whose probe brings it back in seconds rather than after `recovery_timeout`."""
+    return {
+        "timeout": timeout,
+        "retry": {"max_attempts": 3, "base_delay": "50ms", "max_delay": "300ms"},
+        "circuit_breaker": {
+            "failure_threshold": 5,
+            "recovery_timeout": "60s",
+            "success_threshold": 2,
+            "probe": {"path": "/healthz", "interval": "300ms"},
+        },
+    }

@@ -106,6 +106,19 @@ class Process:
         os.unlink(self.log.name)
 
 
+class Sidecar:
+    """A started sidecar: its process, port and policy file (which a test may rewrite)."""
+
+    def __init__(self, proc: Process, port: int, config: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 def start_upstream_app(db: Path, events_url: str | None = None, **env: str) -> tuple[Process, int]:
     port = free_port()
     args = [sys.executable, "-m", "upstream_app", "--port", str(port), "--db", str(db)]

@@ -12,7 +12,7 @@ from policies.load import load_policy_text
 from proxy.clock import FakeClock
 from proxy.core.breaker import CircuitBreaker
 from proxy.metrics import Metrics
-from proxy.pipeline.runtime import State
+from proxy.pipeline.state import State
 from proxy.workers.board import BreakerBoard, outcome_sequence
 from proxy.workers.link import WorkerLink
 
