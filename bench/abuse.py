@@ -2,14 +2,21 @@
 
     .venv/bin/python -m bench.abuse                 # each attack 10 s
     .venv/bin/python -m bench.abuse --seconds 30 --slow-consumers 3000
+    .venv/bin/python -m bench.abuse --mixed-minutes 10    # the attacks below, rotating
 
 For each attack: the sidecar's RSS before, at its peak and after the attacker left, and a
 well-behaved client's p50/p99 latency (sequential GETs through the sidecar to the app)
 against the same client on a quiet sidecar measured first in the same run. Attacks:
 - pipeline: one connection pipelining GETs and never reading the answers;
 - ping: one WebSocket flooding protocol pings and never reading the pongs;
-- slow-consumers: N WebSockets that never read while 1 KB events are published.
-Every loop is bounded by `--seconds`; traffic stays on 127.0.0.1.
+- slow-consumers: N WebSockets that never read while 1 KB events are published;
+- stalled-bodies: connections that announce a body, send 10 bytes of it and stall;
+- limit-dodges: logins at percent-encoded and dot-segment spellings of the login path,
+  which a 5/min per-IP rule must still count (the admitted ones are reported);
+- idle: connections that send nothing.
+`--mixed-minutes M` runs the quiet phase, then all six in turn, `--mixed-slot` seconds each,
+for M minutes, the good client running throughout. Every loop is bounded by `--seconds`
+or `--mixed-minutes`; traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import socket
 import statistics
@@ -25,8 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -35,6 +44,11 @@ from bench.common import REPO, free_port, wait_http
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 EVENTS_TOKEN = "bench-events-token"
+LOGIN = "/api/v1/auth/login"
+DODGES = ("/api/v1/auth/%6cogin", "/api/v1/auth/%6C%6F%67%69%6E", "/api/v1/auth/./login",
+          "/api/v1/x/../auth/login", "/api/v1/%61uth/login")  # fmt: skip
+Attack = Callable[[int, float], Coroutine[Any, Any, None]]  # (port, end) -> runs until end
+MIXED_CONNECTIONS = 300  # per stalled-bodies and idle batch
 
 
 def rss_mib(pid: int) -> float:
@@ -51,7 +65,10 @@ def policy(port: int, app_port: int) -> dict[str, object]:
         "server": {"listen": f"127.0.0.1:{port}"},
         "upstreams": {"inventory": {"url": f"http://127.0.0.1:{app_port}"}},
         "routes": [{"name": "inventory", "path_prefix": "/", "upstream": "inventory"}],
-        "rate_limits": {"roles": {r: generous for r in ("admin", "viewer", "anonymous")}},
+        "rate_limits": {
+            "roles": {r: generous for r in ("admin", "viewer", "anonymous")},
+            "endpoints": [{"name": "login", "path": LOGIN, "limit": "5/min", "key": "ip"}],
+        },
     }
 
 
@@ -68,7 +85,7 @@ async def good_client(url: str, seconds: float) -> list[float]:
     return latencies
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
 
@@ -113,7 +130,7 @@ async def ping(port: int, end: float) -> None:
     writer.close()
 
 
-def slow_consumers(count: int) -> Callable[[int, float], Awaitable[None]]:
+def slow_consumers(count: int) -> Attack:
     async def attack(port: int, end: float) -> None:
         writers = [await websocket(port) for _ in range(count)]
         headers = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
@@ -130,8 +147,73 @@ def slow_consumers(count: int) -> Callable[[int, float], Awaitable[None]]:
     return attack
 
 
+async def reopening(port: int, end: float, opening: bytes, hold_s: float) -> None:
+    """Batches of connections that send `opening` and then nothing, reopened every `hold_s`."""
+    while time.monotonic() < end:
+        conns = await asyncio.gather(*(raw(port) for _ in range(MIXED_CONNECTIONS)))
+        for _, writer in conns:
+            writer.write(opening)
+        await asyncio.sleep(max(min(hold_s, end - time.monotonic()), 0))
+        for _, writer in conns:
+            writer.close()
+
+
+async def stalled_bodies(port: int, end: float) -> None:
+    head = b"POST /api/v1/ventas HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
+    await reopening(port, end, head + b"0123456789", 12)
+
+
+async def idle(port: int, end: float) -> None:
+    await reopening(port, end, b"", 12)
+
+
+async def status_of(port: int, request: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    answer = await reader.read()  # the request says Connection: close
+    writer.close()
+    return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+class LimitDodges:
+    """Logins at other spellings of the login path; counts how many were not limited."""
+
+    def __init__(self) -> None:
+        self.sent = self.admitted = 0
+
+    async def __call__(self, port: int, end: float) -> None:
+        body = b'{"username":"admin","password":"wrong"}'
+        while time.monotonic() < end:
+            path = DODGES[self.sent % len(DODGES)].encode()
+            request = (b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: "
+                       + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+            status = await status_of(port, request)
+            self.sent += 1
+            self.admitted += status != 429
+            await asyncio.sleep(0.002)
+
+
+def rotating(attacks: dict[str, Attack], slot_s: float, pid: int) -> Attack:
+    """One attack after another, `slot_s` seconds each (restarted when the sidecar closes
+    it sooner, as the pipelining and ping attackers are), until the end."""
+
+    async def attack(port: int, end: float) -> None:
+        started = time.monotonic()
+        for name in itertools.cycle(attacks):
+            if time.monotonic() >= end:
+                return
+            minute = (time.monotonic() - started) / 60
+            print(f"  {minute:4.1f} min  RSS {rss_mib(pid):.0f} MiB  -> {name}", flush=True)
+            slot_end = min(time.monotonic() + slot_s, end)
+            while time.monotonic() < slot_end:  # again if the sidecar closed it early
+                await attacks[name](port, slot_end)
+
+    return attack
+
+
 async def measure(
-    name: str, attack: Callable[[int, float], Awaitable[None]], port: int, pid: int, seconds: float
+    name: str, attack: Attack, port: int, pid: int, seconds: float
 ) -> dict[str, float]:
     before = rss_mib(pid)
     end = time.monotonic() + seconds
@@ -159,7 +241,15 @@ async def measure(
     }
 
 
-async def main(seconds: float, consumers: int) -> None:
+def report(name: str, r: dict[str, float], q50: float, q99: float) -> None:
+    print(
+        f"{name:15} RSS before {r['before']:.0f} MiB, peak {r['peak']:.0f}, "
+        f"after {r['after']:.0f}; good client p50 {r['p50']:.2f} ms "
+        f"({r['p50'] / q50:.1f}x quiet), p99 {r['p99']:.2f} ms ({r['p99'] / q99:.1f}x)"
+    )
+
+
+async def main(seconds: float, consumers: int, mixed_minutes: float, slot_s: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="abuse-"))
     env = dict(os.environ, JWT_SECRET=SECRET, PROXY_EVENTS_TOKEN=EVENTS_TOKEN)
     env["UPSTREAM_SEED_PASSWORD"] = "bench"
@@ -182,13 +272,18 @@ async def main(seconds: float, consumers: int) -> None:
         q50, q99 = percentile(quiet, 50), percentile(quiet, 99)
         print(f"quiet: p50 {q50:.2f} ms, p99 {q99:.2f} ms, RSS {rss_mib(sidecar.pid):.0f} MiB")
         attacks = {"pipeline": pipeline, "ping": ping, "slow-consumers": slow_consumers(consumers)}
-        for name, attack in attacks.items():
-            r = await measure(name, attack, port, sidecar.pid, seconds)
-            print(
-                f"{name:15} RSS before {r['before']:.0f} MiB, peak {r['peak']:.0f}, "
-                f"after {r['after']:.0f}; good client p50 {r['p50']:.2f} ms "
-                f"({r['p50'] / q50:.1f}x quiet), p99 {r['p99']:.2f} ms ({r['p99'] / q99:.1f}x)"
-            )
+        if not mixed_minutes:
+            for name, attack in attacks.items():
+                report(name, await measure(name, attack, port, sidecar.pid, seconds), q50, q99)
+            return
+        dodges = LimitDodges()
+        attacks |= {"stalled-bodies": stalled_bodies, "limit-dodges": dodges, "idle": idle}
+        mixed = rotating(attacks, slot_s, sidecar.pid)
+        report("mixed", await measure("mixed", mixed, port, sidecar.pid, mixed_minutes * 60),
+               q50, q99)  # fmt: skip
+        bound = 5 * (int(mixed_minutes) + 1)
+        print(f"limit-dodges: {dodges.admitted} of {dodges.sent} logins not limited "
+              f"(the rule admits 5/min: at most {bound} in the run)")  # fmt: skip
     finally:
         for proc in (sidecar, app):
             proc.terminate()
@@ -199,5 +294,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--slow-consumers", type=int, default=300, help="WebSockets never read")
+    parser.add_argument("--mixed-minutes", type=float, default=0.0, help="rotating attacks")
+    parser.add_argument("--mixed-slot", type=float, default=30.0, help="seconds per attack")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.slow_consumers))
+    asyncio.run(main(args.seconds, args.slow_consumers, args.mixed_minutes, args.mixed_slot))
