@@ -16,6 +16,7 @@ from proxy.upstream.connection import (
     UpstreamFailure,
 )
 from proxy.upstream.head import DROP_ON_RESPONSE, ResponseHead
+from tests.support.inprocess import FakeTransport
 
 OWS = st.sampled_from(["", " ", "  ", "\t", " \t"])
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -62,28 +63,6 @@ def response(draw: st.DrawFn) -> tuple[list[str], bytes, bytes]:
     return lines, raw.encode() + body, body
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def abort(self) -> None:
-        self.closing = True
-
-    close = abort
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 class Listener:
     def __init__(self) -> None:
         self.heads: list[ResponseHead] = []
@@ -98,7 +77,7 @@ class Listener:
 
 def exchange(pieces: list[bytes], no_body: bool = False) -> tuple[Listener, UpstreamConnection]:
     conn = UpstreamConnection(lambda _conn: None, HeadTimeouts())
-    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    conn.connection_made(FakeTransport(None, keep=False))
     listener = Listener()
     conn.begin(no_body, 1e12, listener)
     for piece in pieces:
