@@ -259,7 +259,10 @@ class Metrics:
             p + "tunnels", "Open upgraded connections relayed to upstreams", ["route"],
             registry=r,
         )  # fmt: skip
-        self._series: dict[tuple[str, bytes], RouteSeries] = {}
+        self._series: dict[str, dict[bytes, RouteSeries]] = {}
+        """By route, then method: two lookups on keys that hash fast (a route name's hash is
+        kept by the string), where a (route, method) key was a tuple made and hashed per
+        request."""
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for channel in CHANNELS:
@@ -302,7 +305,8 @@ class Metrics:
 
     # -- requests ----------------------------------------------------------------------------
     def request_done(self, route: str, method: bytes, code: int, seconds: float) -> None:
-        series = self._series.get((route, method))
+        by_method = self._series.get(route)
+        series = by_method.get(method) if by_method is not None else None
         if series is None:
             series = self._new_series(route, method)
         series.observe(code, seconds)
@@ -313,7 +317,7 @@ class Metrics:
         if series is None:
             series = self.hot.series[labels] = RouteSeries(labels)
         # llhttp accepts a fixed list of methods, so this map stays small.
-        self._series[(route, method)] = series
+        self._series.setdefault(route, {})[method] = series
         return series
 
     def attempt_answered(self, upstream: str, failed: bool) -> None:
