@@ -39,6 +39,7 @@ from proxy.keys import (
     with_fetched_jwks,
 )
 from proxy.metrics import Metrics
+from proxy.periodic import SettledChange
 from proxy.reload import POLL_INTERVAL, Signature, file_signature
 
 log = logging.getLogger("proxy.keys")
@@ -85,8 +86,7 @@ class KeySource:
         self._warned: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._seen: Signature | tuple[Signature, ...] = None
-        self._candidate: Signature | tuple[Signature, ...] = None
+        self._change: SettledChange[Signature | tuple[Signature, ...]] = SettledChange(None)
         self._running = False
 
     # -- configuration ---------------------------------------------------------------------
@@ -97,7 +97,7 @@ class KeySource:
         self._jwt = jwt
         self._base = material
         self._files_digest = self._digest_of_files()
-        self._seen = self._candidate = self._signatures()
+        self._change.reset(self._signatures())
         url = jwt.jwks_url if jwt is not None else None
         if url != old_url:
             self._fetched = None
@@ -258,15 +258,8 @@ class KeySource:
     async def _watch_files(self) -> None:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            signatures = self._signatures()
-            if signatures == self._seen:
-                self._candidate = signatures
-                continue
-            if signatures != self._candidate:
-                self._candidate = signatures  # still changing: wait until it settles
-                continue
-            self._seen = signatures
-            self.reread_files()
+            if self._change.settled(self._signatures()):
+                self.reread_files()
 
     def reread_files(self) -> None:
         """Read the key files again (a change seen, or SIGHUP); new bytes replace the keys."""

@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Periodic:
@@ -41,3 +44,28 @@ class Periodic:
                 self._step()
             except Exception:
                 self._log.exception("%s failed; it keeps running", self._what)
+
+
+class SettledChange(Generic[T]):
+    """What a watcher polls (file signatures), taken only once it changed and then held
+    still for one more poll: a file being written is read when it has settled, not half
+    written. The policy, certificate and key-file watchers share it."""
+
+    def __init__(self, value: T) -> None:
+        self.seen = self.candidate = value
+
+    def reset(self, value: T) -> None:
+        """`value` is taken as it is (the caller read it just now)."""
+        self.seen = self.candidate = value
+
+    def settled(self, value: T, present: bool = True) -> bool:
+        """True when `value` differs from the one taken last and equals the last poll's;
+        a value not `present` (a file missing) is never taken."""
+        if value == self.seen or not present:
+            self.candidate = value
+            return False
+        if value != self.candidate:
+            self.candidate = value  # changed since the last poll: wait until it settles
+            return False
+        self.seen = value
+        return True

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from policies.errors import PolicyError
 from policies.load import LoadedPolicy, apply_env_overrides, load_policy_text
-from proxy.periodic import Periodic
+from proxy.periodic import Periodic, SettledChange
 
 log = logging.getLogger("proxy.reload")
 
@@ -60,8 +60,7 @@ class PolicyWatcher:
         self._apply = apply
         self._report = report
         self._on_outcome = on_outcome
-        self._seen: Signature = file_signature(path)
-        self._candidate: Signature = self._seen
+        self._change: SettledChange[Signature] = SettledChange(file_signature(path))
         self._polling = Periodic(self.poll, POLL_INTERVAL, "policy watcher", log)
 
     def start(self) -> None:
@@ -72,14 +71,8 @@ class PolicyWatcher:
 
     def poll(self) -> None:
         signature = file_signature(self.path)
-        if signature is None or signature == self._seen:
-            self._candidate = signature
-            return
-        if signature != self._candidate:
-            self._candidate = signature  # changed since the last poll: wait until it settles
-            return
-        self._seen = signature
-        self.reload()
+        if self._change.settled(signature, signature is not None):
+            self.reload()
 
     def reload(self) -> bool:
         """Read, validate and apply the file now (also the SIGHUP path)."""

@@ -31,6 +31,23 @@ from proxy.upstream.pool import UpstreamPool
 log = logging.getLogger("proxy.breaker")
 
 
+def log_transition(event: BreakerTransition, shared: bool = False) -> None:
+    """One line per breaker transition: a warning when it opens, info otherwise; `shared`
+    marks the supervisor's breakers of `server.workers > 1`."""
+    level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
+    fields: dict[str, object] = {"breaker": event.breaker, "reason": event.reason}
+    if shared:
+        fields["shared"] = True
+    log.log(
+        level,
+        "circuit breaker %s: %s -> %s",
+        event.breaker,
+        event.from_state,
+        event.to_state,
+        extra=fields,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """An upstream's resilience: its breaker and budget (stateful) and retry planner."""
@@ -146,15 +163,7 @@ class State:
         self.metrics.breaker_transition(event)
         if self.operational is not None:
             self.operational.breaker_transition(event)
-        level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
-        log.log(
-            level,
-            "circuit breaker %s: %s -> %s",
-            event.breaker,
-            event.from_state,
-            event.to_state,
-            extra={"breaker": event.breaker, "reason": event.reason},
-        )
+        log_transition(event)
 
     def breaker(self, name: str, policy: CircuitBreakerPolicy) -> CircuitBreaker:
         """The breaker called `name`, created or reconfigured (its state survives reloads)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from policies.model import ServerTlsPolicy
 from policies.tls_files import TlsFileProblem, server_context
-from proxy.periodic import Periodic
+from proxy.periodic import Periodic, SettledChange
 
 log = logging.getLogger("proxy.server")
 
@@ -46,9 +46,8 @@ class ServingCertificate:
         """Raises TlsFileProblem when the files cannot be used now."""
         self.tls = tls
         self._swap = swap
-        self._seen = _signature(tls)
+        self._change: SettledChange[Signature] = SettledChange(_signature(tls))
         self.context = server_context(tls)
-        self._candidate = self._seen
         self._polling = Periodic(self.poll, POLL_INTERVAL, "certificate watcher", log)
 
     def start(self) -> None:
@@ -59,19 +58,13 @@ class ServingCertificate:
 
     def poll(self) -> None:
         signature = _signature(self.tls)
-        if signature == self._seen or None in signature:
-            self._candidate = signature
-            return
-        if signature != self._candidate:
-            self._candidate = signature  # changed since the last poll: wait until it settles
-            return
-        self._seen = signature
-        self._load()
+        if self._change.settled(signature, None not in signature):
+            self._load()
 
     def use(self, tls: ServerTlsPolicy) -> None:
         """A reloaded policy names other files: serve them from now on (if they can be)."""
         self.tls = tls
-        self._seen = self._candidate = _signature(tls)
+        self._change.reset(_signature(tls))
         self._load()
 
     def _load(self) -> None:

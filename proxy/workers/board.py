@@ -10,7 +10,6 @@ generation, which tells workers when to adopt the shared state. The store's brea
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +17,7 @@ from policies.model import Policy
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.core.breaker import CircuitBreaker
 from proxy.core.events import BreakerTransition
-
-log = logging.getLogger("proxy.breaker")
+from proxy.pipeline.state import log_transition
 
 TOTALS = (
     "total_successes",
@@ -74,15 +72,7 @@ class BreakerBoard:
         key = (event.breaker, event.from_state, event.to_state)
         self.transitions[key] = self.transitions.get(key, 0) + 1
         self._bump(event.breaker)
-        level = logging.WARNING if event.to_state in ("open", "forced_open") else logging.INFO
-        log.log(
-            level,
-            "circuit breaker %s: %s -> %s",
-            event.breaker,
-            event.from_state,
-            event.to_state,
-            extra={"breaker": event.breaker, "reason": event.reason, "shared": True},
-        )
+        log_transition(event, shared=True)
 
     def _bump(self, name: str) -> None:
         self.generations[name] = self.generations.get(name, 0) + 1
