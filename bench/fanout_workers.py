@@ -2,8 +2,8 @@
 event's ingest to its arrival at the LAST of 10,000 clients, and exactly-once, in-order
 delivery to every client.
 
-    python bench/fanout_workers.py [--workers 1,2] [--clients 10000] [--seconds 20]
-                                   [--rate 10] [--rounds 2]
+    python bench/fanout_workers.py [--workers 1,2] [--clients 10000] [--seconds 40]
+                                   [--rate 4] [--rounds 3]
 
 Setup: one redis-server and the sidecar (`python -m proxy run`) with `server.workers: N`
 and `storage.backend: redis` for every N (workers > 1 need it; N = 1 uses it too, so only
@@ -17,6 +17,13 @@ bytes reached that socket (on loopback, when the sidecar's write handed them ove
 the time this process got round to reading them. The load generator shares the cores
 with the workers on a small box, and its own queueing is not the sidecar's latency; the
 user-space receipt (when this process read the bytes) is printed too, for comparison.
+
+Rate: 4 events/s by default. Each delivery costs the sidecar 9-16 us of CPU here (mostly
+the kernel's loopback send) and the reader about as much, so at 10 events/s (100,000
+deliveries/s) one worker and the reader need a core each, which is this 2-core machine
+whole: the latency measured is then the queue of a saturated process, not the fan-out.
+At 4/s one worker is busy about 60 % of the time, and the figure is the time to reach
+the last of the clients. `--rate 10` still runs.
 
 Placement: the sidecar and redis-server may run on every core (more workers only help
 with more cores); the load generator runs on every core at nice 19 (`--nice`), so the
@@ -169,6 +176,9 @@ def drive(
         poller.register(fd, select.EPOLLIN)
     posts: Posts = {}
     decoded: dict[bytes, tuple[int, float] | None] = {}
+    whole: dict[bytes, list[tuple[int, float]]] = {}
+    """Reads seen before, by their bytes: every client gets the same frames, so most reads
+    are known by one lookup (the reader's CPU is taken from the workers')."""
     ancillary = socket.CMSG_SPACE(TIMESPEC.size)
     events = int(seconds * rate)
     start = time.monotonic()
@@ -195,7 +205,7 @@ def drive(
                 continue
             i = index[fd]
             try:
-                data, anc, _flags, _addr = socks[i].recvmsg(262144, ancillary)
+                data, anc, _flags, _addr = socks[i].recvmsg(16384, ancillary)
             except BlockingIOError:
                 continue
             if not data:  # the sidecar closed it: it will miss events (counted as inexact)
@@ -207,7 +217,11 @@ def drive(
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     sec, nsec = TIMESPEC.unpack(value[: TIMESPEC.size])
                     kernel = sec + nsec / 1e9
-            got = _frames(buffers, i, data, decoded)
+            got = whole.get(data) if not buffers[i] else None
+            if got is None:
+                got = _frames(buffers, i, data, decoded)
+                if not buffers[i]:
+                    whole[data] = got
             run.reads += 1
             run.multi_reads += len(got) > 1
             for event_id, sent in got:
@@ -357,9 +371,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated, first = baseline")
     parser.add_argument("--clients", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--rate", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nice", type=int, default=19, help="the load generator's niceness")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]

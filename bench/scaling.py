@@ -1,13 +1,14 @@
 """Exactness of shared limits across sidecar replicas: one Redis vs a 3-master Redis Cluster.
 
-    python bench/scaling.py                       # 4 replicas, 4,000 decisions per topology
+    python bench/scaling.py                       # 4 replicas x 2 workers, 4,000 decisions each
     python bench/scaling.py --decisions 100000    # the figure in bench/README.md
     python bench/scaling.py --replicas 8 --users 100
 
-N sidecar processes share one redis-server, then a real 3-master Redis Cluster
-(`storage.redis_cluster_nodes`). A load generator sends a bounded number of requests,
-round-robin over the replicas, for `--users` signed-in users whose role allows `--limit`
-requests per hour; each user sends more than that. Counted per topology:
+N sidecar processes (`server.workers` 2 each: `--workers`) share one redis-server, then a
+real 3-master Redis Cluster (`storage.redis_cluster_nodes`). A load generator sends a
+bounded number of requests, round-robin over the replicas, for `--users` signed-in users
+(HS256 tokens the replicas verify) whose role allows `--limit` requests per hour; each user
+sends more than that. Counted per topology:
 
 - over-admissions: requests admitted beyond a user's limit (sum over users; must be 0);
 - under-admissions: a user admitted fewer than min(limit, sent) (0 unless Redis failed and
@@ -43,7 +44,7 @@ import jwt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import LOAD_CORE, NGINX_UPSTREAM, Nginx, ensure_tools, free_port
-from bench.forwarding import BENCH_SECRET, sidecar_policy, start_sidecar
+from bench.forwarding import BENCH_SECRET, FULL_PATH, sidecar_policy, start_sidecar
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
@@ -60,7 +61,9 @@ def tokens(users: int) -> list[str]:
     ]
 
 
-def start_replicas(count: int, upstream_port: int, storage: dict[str, object], limit: int):  # type: ignore[no-untyped-def]
+def start_replicas(  # type: ignore[no-untyped-def]
+    count: int, workers: int, upstream_port: int, storage: dict[str, object], limit: int
+):
     replicas = []
     for _ in range(count):
         port = free_port()
@@ -68,8 +71,10 @@ def start_replicas(count: int, upstream_port: int, storage: dict[str, object], l
             port,
             upstream_port,
             storage={"backend": "redis", "timeout": "1s", "expected_replicas": count, **storage},
+            auth=FULL_PATH["auth"],  # the tokens are verified: limits are per user
             rate_limits={"roles": {"viewer": f"{limit}/60min"}},
         )
+        policy["server"] = {**policy["server"], "workers": workers}  # type: ignore[dict-item]
         replicas.append((start_sidecar(policy), port))
     return replicas
 
@@ -112,7 +117,7 @@ async def drive(ports: list[int], keys: list[str], decisions: int, concurrency: 
 def run_topology(
     name: str, storage: dict[str, object], args: argparse.Namespace, upstream: int
 ) -> dict:
-    replicas = start_replicas(args.replicas, upstream, storage, args.limit)
+    replicas = start_replicas(args.replicas, args.workers, upstream, storage, args.limit)
     try:
         result = asyncio.run(
             drive(
@@ -143,6 +148,7 @@ def run_topology(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="server.workers of each replica")
     parser.add_argument("--decisions", type=int, default=4000)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument(
@@ -179,12 +185,16 @@ def main() -> None:
         single.stop()
         nginx.stop()
     ratio = rows[1]["decisions_per_s"] / max(rows[0]["decisions_per_s"], 1e-9)
-    report = {"replicas": args.replicas, "users": args.users, "limit_per_user": args.limit,
-              "rows": rows, "cluster_vs_single_decisions_per_s": round(ratio, 2)}  # fmt: skip
+    report = {"replicas": args.replicas, "workers": args.workers, "users": args.users,
+              "limit_per_user": args.limit, "rows": rows,
+              "cluster_vs_single_decisions_per_s": round(ratio, 2)}  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{args.replicas} replicas, {args.users} users, limit {args.limit}/hour each")
+    print(
+        f"{args.replicas} replicas x {args.workers} workers, {args.users} users, "
+        f"limit {args.limit}/hour each"
+    )
     print(
         f"{'topology':<18} {'decisions':>9} {'over':>5} {'under':>6} {'5xx':>4} "
         f"{'fallbacks':>9} {'decisions/s':>12}"

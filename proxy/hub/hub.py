@@ -55,6 +55,19 @@ MAX_BATCH = 64
 
 _PING_FRAME = server_frame(b"", OPCODE_PING)
 
+HEARTBEAT_TICK_S = 0.1
+"""The shortest time between two heartbeat slices."""
+MAX_HEARTBEAT_SLICES = 30
+"""A period's beats go out in up to this many slices, one per tick, each socket in the
+slice it attached in: every socket still gets one beat per period, but 10,000 sockets are
+not written in one burst that an event arriving then would wait behind (about one
+fan-out's time)."""
+
+
+def heartbeat_slices(period: float) -> int:
+    """How many slices a heartbeat period is spread over (1 for periods under two ticks)."""
+    return max(1, min(MAX_HEARTBEAT_SLICES, int(period / HEARTBEAT_TICK_S)))
+
 
 class Hub:
     """Owns every WebSocket session and the event flow; see the module docstring."""
@@ -89,6 +102,8 @@ class Hub:
         self._attached: dict[str, dict[WebSocketSession, None]] = {c: {} for c in CHANNELS}
         self._subscribers: dict[str, dict[WebSocketSession, None]] = {c: {} for c in CHANNELS}
         self._live: set[WebSocketSession] = set()
+        self._beat_tick = 0
+        """Heartbeat ticks so far; a socket is beaten every `slices` ticks from its attach."""
         self._pending: list[Event] = []
         self._wakeup = asyncio.Event()
         self._all_gone = asyncio.Event()
@@ -257,6 +272,7 @@ class Hub:
         return identity if identity.authenticated else None
 
     def attach(self, session: WebSocketSession) -> None:
+        session.beat_slot = self._beat_tick
         self._attached[session.channel][session] = None
         self._observer.connection_opened(session.channel)
 
@@ -321,13 +337,20 @@ class Hub:
             self._observer.events_delivered(channel, len(sessions) * len(batch.events))
 
     async def _heartbeat_loop(self) -> None:
+        """Each socket is beaten about one period after it attached, then every period
+        (like a timer of its own); the loop wakes once per slice of the period."""
         while True:
             period = self._ws_policy.heartbeat
-            await asyncio.sleep(period)
+            slices = heartbeat_slices(period)
+            await asyncio.sleep(period / slices)
             beat = message_frame({"type": "heartbeat", "timestamp": iso_utc(self._clock.wall())})
             frames = beat + _PING_FRAME
             silent_since = self._clock.monotonic() - 2 * period
-            sessions = [s for channel in self._attached.values() for s in channel]
+            self._beat_tick = tick = self._beat_tick + 1
+            sessions = [
+                s for channel in self._attached.values() for s in channel
+                if (tick - s.beat_slot) % slices == 0
+            ]  # fmt: skip
             for index, session in enumerate(sessions, 1):
                 try:
                     session.heartbeat(frames, silent_since)

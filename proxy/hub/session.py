@@ -64,6 +64,7 @@ class WebSocketSession(asyncio.Protocol):
         "_msg_parts",
         "_msg_size",
         "_resume_task",
+        "beat_slot",
         "channel",
         "client_ip",
         "connection_id",
@@ -79,6 +80,8 @@ class WebSocketSession(asyncio.Protocol):
         self.channel = channel
         self.client_ip = client_ip
         self.connection_id = secrets.token_hex(8)
+        self.beat_slot = 0
+        """The hub's heartbeat tick when it attached: it is beaten every period from then."""
         self.identity: IdentityLike | None = None
         self._conn: Connection | None = None
         self._head = b""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 from datetime import datetime
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from policies.model import AlertsPolicy
@@ -232,6 +233,33 @@ async def test_heartbeats_keep_live_clients_and_close_silent_ones(make_hub: HubF
             assert (await recv_type(ws, "pong"))["type"] == "pong"
     finally:
         silent.close()
+
+
+async def test_heartbeats_are_spread_over_the_period(make_hub: HubFactory) -> None:
+    """One beat per period for each socket, the first about a period after it connected,
+    so not every socket in the same instant: an event arriving then would wait behind a
+    burst of writes to all of them."""
+    running = await make_hub(heartbeat=0.4)  # four slices, 0.1 s apart
+    loop = asyncio.get_running_loop()
+
+    async def two_beats(ws: ClientConnection) -> tuple[float, float]:
+        await recv_type(ws, "heartbeat")
+        first = loop.time()
+        await recv_type(ws, "heartbeat")
+        return first, loop.time()
+
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(8):  # connected over about half a period
+            clients.append(
+                await stack.enter_async_context(connect(running.url(), ping_interval=None))
+            )
+            await asyncio.sleep(0.025)
+        beats = await asyncio.wait_for(asyncio.gather(*(two_beats(ws) for ws in clients)), 10)
+    firsts = sorted(first for first, _ in beats)
+    assert firsts[-1] - firsts[0] >= 0.05, "every socket beaten in the same slice"
+    for first, second in beats:
+        assert 0.2 <= second - first <= 1.2, "not one beat per period"
 
 
 async def test_client_close_and_connection_counts(make_hub: HubFactory) -> None:
