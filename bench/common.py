@@ -154,3 +154,22 @@ class Nginx:
 def python() -> str:
     venv = REPO / ".venv" / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
+
+
+def server_frame_at(buffer: bytes, offset: int) -> tuple[int, int, int] | None:
+    """The unmasked WebSocket frame starting at `offset`: (opcode, payload start, payload
+    end), or None while it is incomplete."""
+    size = len(buffer)
+    if size - offset < 2:
+        return None
+    length = buffer[offset + 1] & 0x7F
+    start = offset + 2
+    if length == 126:
+        length = int.from_bytes(buffer[start : start + 2], "big")
+        start += 2
+    elif length == 127:
+        length = int.from_bytes(buffer[start : start + 8], "big")
+        start += 8
+    if size < start + length:
+        return None
+    return buffer[offset] & 0x0F, start, start + length

@@ -38,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import LOAD_CORE, cpu_seconds, free_port, pinned, python
+from bench.common import LOAD_CORE, cpu_seconds, free_port, pinned, python, server_frame_at
 
 TOKEN = "bench-token"
 CHANNEL_PATHS = {b"/api/v1/ws/notifications": "notifications", b"/api/v1/ws/alerts": "alerts"}
@@ -259,24 +259,13 @@ class MiniClient(asyncio.Protocol):
                 self._ready.set_result(None)
             buffer = buffer[end + 4 :]
         offset = 0
-        size = len(buffer)
-        while size - offset >= 2:
-            opcode = buffer[offset] & 0x0F
-            length = buffer[offset + 1] & 0x7F
-            start = offset + 2
-            if length == 126:
-                length = int.from_bytes(buffer[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                length = int.from_bytes(buffer[start : start + 8], "big")
-                start += 8
-            if size < start + length:
-                break
+        while (frame := server_frame_at(buffer, offset)) is not None:
+            opcode, start, end = frame
             if opcode == 0x1:
-                self._deliveries.record(buffer[start : start + length], now)
+                self._deliveries.record(buffer[start:end], now)
             elif opcode == 0x9 and self._transport is not None:
                 self._transport.write(b"\x8a\x80\x00\x00\x00\x00")  # masked empty pong
-            offset = start + length
+            offset = end
         self._buffer = buffer[offset:]
 
 

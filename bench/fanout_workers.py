@@ -58,7 +58,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, children, cpu_seconds, ensure_tools, free_port, python, wait_http
+from bench.common import (
+    REPO,
+    children,
+    cpu_seconds,
+    ensure_tools,
+    free_port,
+    python,
+    server_frame_at,
+    wait_http,
+)
 from bench.scaling_workers import start_redis
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -255,20 +264,11 @@ def _frames(
 ) -> list[tuple[int, float]]:
     """The bench events among the complete frames of client `i` (server frames: unmasked)."""
     buffer = buffers[i] + data
-    offset, size, got = 0, len(buffer), []
-    while size - offset >= 2:
-        length = buffer[offset + 1] & 0x7F
-        start = offset + 2
-        if length == 126:
-            length = int.from_bytes(buffer[start : start + 2], "big")
-            start += 2
-        elif length == 127:
-            length = int.from_bytes(buffer[start : start + 8], "big")
-            start += 8
-        if size < start + length:
-            break
-        if buffer[offset] & 0x0F == 0x1:
-            payload = buffer[start : start + length]
+    offset, got = 0, []
+    while (frame := server_frame_at(buffer, offset)) is not None:
+        opcode, start, end = frame
+        if opcode == 0x1:
+            payload = buffer[start:end]
             if payload not in decoded:
                 message = orjson.loads(payload)
                 is_tick = message.get("type") == "bench_tick"
@@ -276,7 +276,7 @@ def _frames(
             known = decoded[payload]
             if known is not None:
                 got.append(known)
-        offset = start + length
+        offset = end
     buffers[i] = buffer[offset:]
     return got
 
